@@ -1,0 +1,72 @@
+"""Exercise checkers for the chapters.
+
+Each ``check_*`` function runs the reader's answer on fresh inputs, compares it with the library (or a
+known closed form) and either prints a short "correct" message or raises :class:`ExerciseError` (an
+``AssertionError``, so an executed chapter with a wrong solution fails) with friendly, specific feedback.
+Chapter-specific checkers live in ``glide_edu.checks.chNN`` and are re-exported here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+
+class ExerciseError(AssertionError):
+    """A wrong exercise answer; the message says what was expected and what was found."""
+
+
+def passed(name: str, detail: str = "") -> bool:
+    """Print the success line and return True (so a cell can ``assert check_…(...)``)."""
+    print(f"✅ {name}: correct{' — ' + detail if detail else ''}")
+    return True
+
+
+def expect_tensor(value: object, name: str) -> Tensor:
+    """Fail kindly unless ``value`` is a torch tensor."""
+    if not isinstance(value, Tensor):
+        raise ExerciseError(f"{name}: expected a torch.Tensor, got {type(value).__name__}")
+    return value
+
+
+def expect_shape(value: Tensor, shape: Sequence[int], name: str, axes: str = "") -> None:
+    """Fail kindly unless ``value.shape == shape``; ``axes`` names the dimensions, e.g. "(B,C,H,W)"."""
+    if tuple(value.shape) != tuple(shape):
+        label = f"{axes} = " if axes else ""
+        raise ExerciseError(f"{name}: shape {label}{tuple(shape)} expected, got {tuple(value.shape)}")
+
+
+def expect_close(
+    actual: Tensor, expected: Tensor, name: str, atol: float = 1e-5, rtol: float = 1e-5, hint: str = ""
+) -> None:
+    """Fail kindly unless ``actual`` ≈ ``expected`` (shapes first, then values)."""
+    expect_tensor(actual, name)
+    expect_shape(actual, expected.shape, name)
+    actual, expected = actual.detach().double().cpu(), expected.detach().double().cpu()
+    if not torch.isfinite(actual).all():
+        raise ExerciseError(f"{name}: the result contains NaN or inf{' — ' + hint if hint else ''}")
+    err = (actual - expected).abs()
+    tol = atol + rtol * expected.abs()
+    if (err > tol).any():
+        worst = int(err.argmax())
+        raise ExerciseError(
+            f"{name}: values differ from the expected ones (largest error {float(err.max()):.3g} at flat index "
+            f"{worst}: got {float(actual.flatten()[worst]):.5g}, expected {float(expected.flatten()[worst]):.5g})"
+            + (f". Hint: {hint}" if hint else "")
+        )
+
+
+def expect_number(
+    actual: object, expected: float, name: str, rel: float = 1e-3, abs_: float = 1e-6, hint: str = ""
+) -> None:
+    """Fail kindly unless a scalar answer is within tolerance."""
+    try:
+        value = float(actual)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise ExerciseError(f"{name}: expected a number, got {actual!r}") from None
+    if abs(value - expected) > abs_ + rel * abs(expected):
+        raise ExerciseError(
+            f"{name}: got {value:.6g}, expected about {expected:.6g}" + (f". Hint: {hint}" if hint else "")
+        )

@@ -1,0 +1,64 @@
+"""Small real datasets that ship inside installed packages (nothing is downloaded).
+
+* handwritten digits — scikit-learn's 1,797 8×8 scans (UCI), upsampled bilinearly, values in [−1, 1];
+* photographs — scikit-image's sample images (the cat "chelsea", an astronaut, coffee, a camera man).
+
+Images are float32 NCHW tensors in [−1, 1], the book's convention.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+SPLITS = ("train", "test", "all")
+PHOTOS = {"cat": "chelsea", "chelsea": "chelsea", "astronaut": "astronaut", "coffee": "coffee", "camera": "camera"}
+
+
+def load_digits(
+    size: int = 16, split: str = "train", test_fraction: float = 0.2, seed: int = 0
+) -> tuple[Tensor, Tensor]:
+    """Handwritten digits as (images (N, 1, size, size) in [−1, 1], labels (N,) int64).
+
+    The train/test split is a fixed permutation (``seed``) so every reader gets the same sets.
+    """
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
+    if not isinstance(size, int) or size < 8:
+        raise ValueError(f"size must be an integer >= 8 (the scans are 8×8), got {size!r}")
+    if not 0.0 < test_fraction < 1.0:
+        raise ValueError(f"test_fraction must lie strictly between 0 and 1, got {test_fraction}")
+    from sklearn.datasets import load_digits as _sk_load_digits
+
+    bunch = _sk_load_digits()
+    images = torch.from_numpy(bunch.images.astype(np.float32) / 8.0 - 1.0).unsqueeze(1)  # (N, 1, 8, 8)
+    labels = torch.from_numpy(bunch.target.astype(np.int64))
+    if size != 8:
+        images = F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False).clamp(-1, 1)
+    order = np.random.default_rng(seed).permutation(len(labels))
+    n_test = int(round(len(labels) * test_fraction))
+    idx = {"test": order[:n_test], "train": order[n_test:], "all": np.arange(len(labels))}[split]
+    idx_t = torch.from_numpy(np.sort(idx))
+    return images[idx_t].contiguous(), labels[idx_t].contiguous()
+
+
+def load_photo(name: str = "cat", size: int = 64) -> Tensor:
+    """A centre-cropped, resized RGB photograph from scikit-image as (1, 3, size, size) in [−1, 1]."""
+    key = name.strip().lower()
+    if key not in PHOTOS:
+        raise ValueError(f"unknown photo {name!r}; choose one of {', '.join(sorted(PHOTOS))}")
+    if not isinstance(size, int) or size < 1:
+        raise ValueError(f"size must be a positive integer, got {size!r}")
+    from skimage import data as skdata
+
+    arr = np.asarray(getattr(skdata, PHOTOS[key])())
+    if arr.ndim == 2:  # grayscale → RGB
+        arr = np.repeat(arr[..., None], 3, axis=-1)
+    h, w = arr.shape[:2]
+    s = min(h, w)
+    top, left = (h - s) // 2, (w - s) // 2
+    arr = arr[top : top + s, left : left + s, :3]
+    x = torch.from_numpy(arr.astype(np.float32) / 127.5 - 1.0).permute(2, 0, 1).unsqueeze(0)  # (1, 3, s, s)
+    return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True).clamp(-1, 1)
