@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from glide_edu.losses import LossesMixin
 from glide_edu.sampling import SamplingMixin
 from glide_edu.schedules import betas_from_array
 
@@ -85,7 +86,7 @@ def _as_enum(value: Any, enum_cls: type[enum.Enum], what: str) -> Any:
         raise ValueError(f"unknown {what} {value!r}; choose one of: {allowed}") from None
 
 
-class GaussianDiffusion(SamplingMixin):
+class GaussianDiffusion(SamplingMixin, LossesMixin):
     """The DDPM forward process and its learned reverse, with GLIDE's conventions.
 
     Args:
