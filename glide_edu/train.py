@@ -1,0 +1,304 @@
+"""Training loop for diffusion models: AdamW, EMA, gradient clipping, importance sampling, checkpoints.
+
+Checkpoints are folders ``<run_dir>/ckpt-<step>/`` holding
+
+* ``model.safetensors`` and ``ema.safetensors`` — the raw and EMA weights;
+* ``optimizer.pt`` — optimiser, sampler and RNG state (tensors and plain values only: it loads with
+  ``torch.load(weights_only=True)``);
+* ``trainer.json`` — the model, diffusion and training configs and the step.
+
+Each is written into a temporary folder that is renamed into place (atomic on POSIX), and the small file
+``<run_dir>/latest`` is replaced atomically last, so an interrupted write never damages the previous
+checkpoint. Resuming refuses a checkpoint whose model or diffusion config differs from the current one.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from tqdm.auto import tqdm
+
+from glide_edu.diffusion import GaussianDiffusion
+from glide_edu.resample import LossSecondMomentResampler, create_named_schedule_sampler
+
+
+@dataclass
+class TrainConfig:
+    """Hyper-parameters of :class:`Trainer` (defaults: Improved DDPM's recipe, scaled for a CPU)."""
+
+    steps: int = 1000
+    batch_size: int = 64
+    lr: float = 2e-4
+    weight_decay: float = 0.0
+    ema_rate: float = 0.999
+    grad_clip: float | None = 1.0
+    loss_type: str | None = None  # None: "simple" for a fixed Σ, "hybrid" for a learned one
+    lambda_vlb: float = 0.001
+    schedule_sampler: str = "uniform"  # or "loss-second-moment"
+    seed: int = 0
+    log_every: int = 50
+    checkpoint_every: int = 0  # 0: only at the end (when a run_dir is given)
+    keep_checkpoints: int = 2
+    progress: bool = True
+    extra: dict = field(default_factory=dict)
+
+
+class TrainingDiverged(FloatingPointError):
+    """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _config_diff(a: Any, b: Any, prefix: str = "") -> list[tuple[str, Any, Any]]:
+    """Leaf-level differences between two JSON-like configs: [(dotted key, a value, b value)]."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        out: list[tuple[str, Any, Any]] = []
+        for k in sorted(set(a) | set(b)):
+            out += _config_diff(a.get(k), b.get(k), f"{prefix}{k}.")
+        return out
+    return [] if a == b else [(prefix.rstrip("."), a, b)]
+
+
+def latest_checkpoint(run_dir: str | os.PathLike) -> Path | None:
+    """The folder named by ``<run_dir>/latest``, or None when the run has no checkpoint yet."""
+    pointer = Path(run_dir) / "latest"
+    if not pointer.exists():
+        return None
+    path = Path(run_dir) / pointer.read_text().strip()
+    if not (path / "trainer.json").exists():
+        raise FileNotFoundError(
+            f"{pointer} names {path.name}, which is incomplete or missing; delete {pointer} to start over"
+        )
+    return path
+
+
+class Trainer:
+    """Train ``model`` on ``images`` (N, C, H, W) in [−1, 1] (and optional ``labels``) with ``diffusion``.
+
+    Args:
+        model: ε_θ (a ``UNetModel`` or any module called as ``model(x_t, t, **kwargs)``).
+        diffusion: the training process (T steps, no respacing).
+        images / labels: the dataset; labels are passed to the model as ``y``.
+        config: :class:`TrainConfig`.
+        run_dir: where checkpoints go; if it holds one, training resumes from it.
+        model_config / diffusion_config: JSON-able descriptions stored with checkpoints and compared on resume.
+        label_dropout: probability of replacing a label by ``null_label`` (classifier-free guidance training).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        diffusion: GaussianDiffusion,
+        images: Tensor,
+        config: TrainConfig | None = None,
+        labels: Tensor | None = None,
+        run_dir: str | os.PathLike | None = None,
+        model_config: dict[str, Any] | None = None,
+        diffusion_config: dict[str, Any] | None = None,
+        label_dropout: float = 0.0,
+        null_label: int | None = None,
+    ) -> None:
+        self.config = cfg = config or TrainConfig()
+        self._check_data(model, images, labels)
+        self.model, self.diffusion = model, diffusion
+        self.images, self.labels = images, labels
+        self.label_dropout, self.null_label = label_dropout, null_label
+        if label_dropout and null_label is None:
+            raise ValueError("label_dropout needs null_label (the index of the learned 'no label' embedding)")
+        # JSON round trip so tuples and lists compare equal to what a checkpoint stores
+        self.model_config = json.loads(json.dumps(model_config or {}))
+        self.diffusion_config = json.loads(json.dumps(diffusion_config or {}))
+        self.run_dir = Path(run_dir) if run_dir is not None else None
+        torch.manual_seed(cfg.seed)  # dropout and other module randomness
+        self.generator = torch.Generator().manual_seed(cfg.seed)  # batches, timesteps, noise
+        self.optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_rate), use_buffers=True)
+        self.sampler = create_named_schedule_sampler(cfg.schedule_sampler, diffusion.num_timesteps)
+        self.step = 0
+        self.history: list[dict[str, float]] = []
+        if self.run_dir is not None and latest_checkpoint(self.run_dir) is not None:
+            self.load(latest_checkpoint(self.run_dir))
+
+    # ------------------------------------------------------------------------------------------ data
+    @staticmethod
+    def _check_data(model: nn.Module, images: Tensor, labels: Tensor | None) -> None:
+        if not isinstance(images, Tensor) or images.ndim != 4:
+            shape = tuple(images.shape) if isinstance(images, Tensor) else type(images).__name__
+            raise ValueError(f"images must be a (N, C, H, W) tensor, got {shape}")
+        if images.shape[0] == 0:
+            raise ValueError("the dataset is empty: no images to train on")
+        if not torch.isfinite(images).all() or images.min() < -1.0001 or images.max() > 1.0001:
+            raise ValueError("images must be finite and scaled to [-1, 1] (x / 127.5 - 1 for 8-bit data)")
+        cfg = getattr(model, "config", None)
+        if cfg is not None and hasattr(cfg, "image_size"):
+            if images.shape[1] != cfg.in_channels or images.shape[-1] != cfg.image_size:
+                raise ValueError(
+                    f"images are {tuple(images.shape[1:])} but the model expects "
+                    f"({cfg.in_channels}, {cfg.image_size}, {cfg.image_size}); resize the data or change the config"
+                )
+        if labels is not None and (labels.ndim != 1 or labels.shape[0] != images.shape[0]):
+            raise ValueError(f"labels must have shape ({images.shape[0]},), got {tuple(labels.shape)}")
+
+    def batch(self) -> tuple[Tensor, dict[str, Tensor]]:
+        idx = torch.randint(0, self.images.shape[0], (self.config.batch_size,), generator=self.generator)
+        kwargs: dict[str, Tensor] = {}
+        if self.labels is not None:
+            y = self.labels[idx].clone()
+            if self.label_dropout:
+                drop = torch.rand(y.shape, generator=self.generator) < self.label_dropout
+                y[drop] = self.null_label
+            kwargs["y"] = y
+        return self.images[idx], kwargs
+
+    # ----------------------------------------------------------------------------------------- train
+    def train_step(self) -> dict[str, float]:
+        """One optimiser step; returns the logged scalars."""
+        self.model.train()
+        x0, kwargs = self.batch()
+        t, weights = self.sampler.sample(x0.shape[0], generator=self.generator)
+        noise = torch.randn(x0.shape, generator=self.generator)
+        terms = self.diffusion.training_losses(
+            self.model,
+            x0,
+            t,
+            model_kwargs=kwargs,
+            noise=noise,
+            loss_type=self.config.loss_type,
+            lambda_vlb=self.config.lambda_vlb,
+        )
+        if isinstance(self.sampler, LossSecondMomentResampler):
+            self.sampler.update_with_local_losses(t, terms["loss"].detach())
+        loss = (terms["loss"] * weights).mean()
+        if not torch.isfinite(loss):
+            raise TrainingDiverged(
+                f"the loss became {float(loss)} at step {self.step + 1}; weights were not updated"
+                + (f" and the last good checkpoint in {self.run_dir} is kept" if self.run_dir else "")
+                + " — lower the learning rate or enable grad_clip"
+            )
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = float("nan")
+        if self.config.grad_clip:
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip))
+        self.optimizer.step()
+        self.ema.update_parameters(self.model)
+        self.step += 1
+        logs = {"step": self.step, "loss": float(loss.detach())}
+        for key in ("mse", "vb"):
+            if key in terms:
+                logs[key] = float(terms[key].detach().mean())
+        if not math.isnan(grad_norm):
+            logs["grad_norm"] = grad_norm
+        return logs
+
+    def train(self, steps: int | None = None, callback: Callable[[Trainer, dict], None] | None = None) -> list[dict]:
+        """Train until ``steps`` total steps (default: config.steps); checkpoints as configured."""
+        target = steps if steps is not None else self.config.steps
+        bar = tqdm(total=target, initial=self.step, desc="training", disable=not self.config.progress, leave=False)
+        while self.step < target:
+            logs = self.train_step()
+            bar.update(1)
+            if self.step % max(1, self.config.log_every) == 0 or self.step == target:
+                self.history.append(logs)
+                bar.set_postfix(loss=f"{logs['loss']:.4f}")
+            if callback is not None:
+                callback(self, logs)
+            every = self.config.checkpoint_every
+            if self.run_dir is not None and ((every and self.step % every == 0) or self.step == target):
+                self.save()
+        bar.close()
+        return self.history
+
+    @property
+    def ema_model(self) -> nn.Module:
+        """The EMA network (use it for sampling)."""
+        return self.ema.module
+
+    # ----------------------------------------------------------------------------------- checkpoints
+    def _meta(self) -> dict[str, Any]:
+        return {
+            "step": self.step,
+            "model_config": self.model_config,
+            "diffusion_config": self.diffusion_config,
+            "train_config": asdict(self.config),
+        }
+
+    def save(self) -> Path:
+        """Write ``ckpt-<step>`` atomically, point ``latest`` at it and prune old checkpoints."""
+        if self.run_dir is None:
+            raise ValueError("this Trainer has no run_dir; pass run_dir=… to save checkpoints")
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        name = f"ckpt-{self.step:07d}"
+        final = self.run_dir / name
+        tmp = Path(tempfile.mkdtemp(dir=self.run_dir, prefix=f".{name}."))
+        try:
+            save_file(
+                {k: v.detach().contiguous() for k, v in self.model.state_dict().items()}, tmp / "model.safetensors"
+            )
+            ema_state = {k: v.detach().contiguous() for k, v in self.ema_model.state_dict().items()}
+            save_file(ema_state, tmp / "ema.safetensors")
+            state = {
+                "optimizer": self.optimizer.state_dict(),
+                "ema_n_averaged": self.ema.n_averaged.detach().clone(),
+                "torch_rng": torch.get_rng_state(),
+                "generator": self.generator.get_state(),
+            }
+            if isinstance(self.sampler, LossSecondMomentResampler):
+                state["sampler_history"] = torch.from_numpy(self.sampler._history.copy())
+                state["sampler_counts"] = torch.from_numpy(self.sampler._counts.copy())
+            torch.save(state, tmp / "optimizer.pt")
+            (tmp / "trainer.json").write_text(json.dumps(self._meta(), indent=2))
+            if final.exists():
+                shutil.rmtree(final)
+            os.rename(tmp, final)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        _atomic_write_text(self.run_dir / "latest", name)
+        olds = sorted(p for p in self.run_dir.glob("ckpt-*") if p.is_dir() and p.name != name)
+        for old in olds[: max(0, len(olds) - (self.config.keep_checkpoints - 1))]:
+            shutil.rmtree(old, ignore_errors=True)
+        return final
+
+    def load(self, path: str | os.PathLike) -> None:
+        """Resume from a checkpoint folder; refuses one written for another model or diffusion config."""
+        path = Path(path)
+        meta = json.loads((path / "trainer.json").read_text())
+        for key, mine in (("model_config", self.model_config), ("diffusion_config", self.diffusion_config)):
+            theirs = meta.get(key)
+            if theirs != mine:
+                diff = ", ".join(f"{k}: {a!r} → {b!r}" for k, a, b in _config_diff(theirs, mine)[:4])
+                raise ValueError(
+                    f"checkpoint {path} was written for a different {key} ({diff}); "
+                    "use another run_dir to train this configuration — nothing was overwritten"
+                )
+        self.model.load_state_dict(load_file(path / "model.safetensors"), strict=True)
+        self.ema_model.load_state_dict(load_file(path / "ema.safetensors"), strict=True)
+        state = torch.load(path / "optimizer.pt", weights_only=True)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.ema.n_averaged.copy_(state["ema_n_averaged"])
+        torch.set_rng_state(state["torch_rng"])
+        self.generator.set_state(state["generator"])
+        if isinstance(self.sampler, LossSecondMomentResampler) and "sampler_history" in state:
+            self.sampler._history = state["sampler_history"].numpy().copy()
+            self.sampler._counts = state["sampler_counts"].numpy().copy()
+        self.step = int(meta["step"])
