@@ -10,7 +10,7 @@ import torch
 from glide_edu.data import load_digits
 from glide_edu.nn.unet import UNetConfig, UNetModel
 from glide_edu.respace import create_diffusion
-from glide_edu.train import Trainer, TrainConfig, TrainingDiverged, latest_checkpoint
+from glide_edu.train import TrainConfig, Trainer, TrainingDiverged, latest_checkpoint
 
 
 def _setup(learn_sigma: bool = False, **train_kw):

@@ -1,0 +1,61 @@
+# glide-edu: set-up, the book in JupyterLab, and the test run. Everything lives in ./.venv;
+# nothing is installed or registered outside it.
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+# JupyterLab reads app-wide setting overrides from <env>/share/jupyter/lab/settings/overrides.json.
+OVERRIDES := $(VENV)/share/jupyter/lab/settings/overrides.json
+# Jupyter refuses to run as root without this flag (containers, CI).
+ALLOW_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root)
+
+# Extra arguments, e.g. `make test PYTEST_ARGS='-x chapters/01_forward_process.md'`.
+PYTEST_ARGS ?=
+LAB_ARGS ?=
+
+.PHONY: venv setup lab test lint clean distclean
+
+venv setup: $(STAMP) $(OVERRIDES)
+
+# (Re)installs when pyproject.toml or constraints.txt change; otherwise instant.
+# constraints.txt pins torch to a CPU build: an unpinned torch resolves to a multi-GB CUDA build.
+# It is used only when the venv has no torch yet, so a torch the user installed is kept.
+# rfc3987-syntax (pulled in by the Jupyter stack) adds ~3 s to every process importing nbformat,
+# i.e. to every chapter test; nothing needs it at run time, so it is removed.
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	if $(PY) -c 'import importlib.util, sys; sys.exit(importlib.util.find_spec("torch") is None)'; then \
+		echo "torch already installed in $(VENV): keeping it"; \
+		$(PY) -m pip install -e '.[dev]'; \
+	else \
+		$(PY) -m pip install -c constraints.txt -e '.[dev]'; \
+	fi
+	if $(PY) -m pip show -q rfc3987-syntax 2>/dev/null; then $(PY) -m pip uninstall -y rfc3987-syntax; fi
+	touch $@
+
+# Open .md chapters as notebooks (jupytext's viewer) and turn off the "Jupyter news" prompt.
+$(OVERRIDES): tools/jupyterlab-overrides.json $(STAMP)
+	mkdir -p $(dir $@)
+	cp tools/jupyterlab-overrides.json $@
+
+lab: venv
+	$(VENV)/bin/jupyter lab --ServerApp.root_dir=. --LabApp.default_url=/lab/tree/chapters $(ALLOW_ROOT) $(LAB_ARGS)
+
+# Unit tests and every chapter (see conftest.py). pytest's exit code 5 means nothing was collected:
+# that is a broken set-up, never a pass.
+test: venv
+	@$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests (exit 5): failing" >&2; exit 1; fi; \
+	exit $$rc
+
+lint: venv
+	$(VENV)/bin/ruff check .
+
+clean:
+	rm -rf .pytest_cache .ruff_cache .hypothesis build *.egg-info
+	find . -path ./$(VENV) -prune -o -type d \( -name __pycache__ -o -name .ipynb_checkpoints \) \
+		-prune -exec rm -rf {} +
+
+distclean: clean
+	rm -rf $(VENV)
