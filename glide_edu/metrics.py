@@ -1,0 +1,166 @@
+"""Sample-quality metrics that run offline: an FID-proxy and k-NN precision/recall on digit features.
+
+**This is not Inception-FID.** FID (Heusel et al. 2017) is the Fréchet distance between Gaussians fitted
+to Inception-v3 features of real and generated images. Inception's weights are a download and it expects
+299×299 RGB photographs, so on 16×16 digits it would measure mostly resizing artefacts. The book instead
+trains a small CNN classifier on the digits (shipped in ``data/``, rebuilt with
+``python -m glide_edu.recipes fid-features``) and uses its 64-dimensional penultimate layer as the feature
+space. The Fréchet distance itself is computed by torchmetrics' ``FrechetInceptionDistance`` with this
+network as its custom feature extractor. Numbers are comparable only with other numbers from the same
+feature network.
+
+Precision and recall (Kynkäänniemi et al. 2019): each real feature gets a ball reaching its k-th nearest
+real neighbour; precision is the fraction of generated features inside at least one real ball (fidelity),
+recall the fraction of real features inside at least one generated ball (coverage/diversity).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+
+from glide_edu.pretrained import DATA_DIR
+
+FEATURE_NET_PATH = DATA_DIR / "fid_digits.safetensors"
+
+
+class DigitFeatureNet(nn.Module):
+    """A small CNN on (N, 1, 16, 16) digits: ``features`` (N, 64) for the FID-proxy, ``logits`` (N, 10).
+
+    As a torchmetrics feature extractor it is called on images in [0, 1] (``normalize=True``).
+    """
+
+    num_features = 64
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(1, 32, 3, padding=1),
+            nn.GroupNorm(8, 32),
+            nn.SiLU(),
+            nn.Conv2d(32, 64, 3, padding=1, stride=2),
+            nn.GroupNorm(8, 64),
+            nn.SiLU(),  # 8×8
+            nn.Conv2d(64, 64, 3, padding=1, stride=2),
+            nn.GroupNorm(8, 64),
+            nn.SiLU(),  # 4×4
+            nn.Flatten(),
+            nn.Linear(64 * 16, self.num_features),
+            nn.SiLU(),
+        )
+        self.head = nn.Linear(self.num_features, 10)
+
+    def features(self, x: Tensor) -> Tensor:
+        """x in [−1, 1], (N, 1, 16, 16) → (N, 64)."""
+        if x.ndim != 4 or x.shape[1:] != (1, 16, 16):
+            raise ValueError(f"the digit feature net takes (N, 1, 16, 16) images, got {tuple(x.shape)}")
+        return self.body(x.float())
+
+    def logits(self, x: Tensor) -> Tensor:
+        return self.head(self.features(x))
+
+    def forward(self, x01: Tensor) -> Tensor:
+        """torchmetrics entry point: images in [0, 1] (or uint8 0..255) → features (N, 64)."""
+        x = x01.float() / 255.0 if x01.dtype == torch.uint8 else x01.float()
+        if x.shape[1] == 3:  # torchmetrics probes with RGB dummies; digits are gray
+            x = x.mean(dim=1, keepdim=True)
+        if x.shape[-1] != 16:
+            x = F.interpolate(x, size=(16, 16), mode="bilinear", align_corners=False, antialias=True)
+        return self.features(x * 2 - 1)
+
+
+def train_feature_net(epochs: int = 30, seed: int = 0) -> tuple[DigitFeatureNet, float]:
+    """Train the feature network on the training digits (random ±1 px shifts); returns (net, test accuracy)."""
+    from glide_edu.data import load_digits
+
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    x, y = load_digits(16, "train")
+    net = DigitFeatureNet()
+    opt = torch.optim.AdamW(net.parameters(), lr=2e-3, weight_decay=1e-4)
+    for _ in range(epochs):
+        order = torch.randperm(len(x), generator=gen)
+        for i in range(0, len(x), 64):
+            idx = order[i : i + 64]
+            shift = torch.randint(-1, 2, (2,), generator=gen).tolist()
+            xb = torch.roll(x[idx], shifts=shift, dims=(2, 3))
+            loss = F.cross_entropy(net.logits(xb), y[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    return net.eval(), classifier_accuracy(net, *load_digits(16, "test"))
+
+
+@torch.no_grad()
+def classifier_accuracy(net: DigitFeatureNet, images: Tensor, labels: Tensor) -> float:
+    """Fraction of ``images`` classified as ``labels``."""
+    return float((net.logits(images).argmax(1) == labels).float().mean())
+
+
+def save_feature_net(net: DigitFeatureNet, path: str | os.PathLike = FEATURE_NET_PATH) -> Path:
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(tmp))
+    os.replace(tmp, path)
+    return path
+
+
+def load_feature_net(path: str | os.PathLike = FEATURE_NET_PATH) -> DigitFeatureNet:
+    """The shipped digit feature network (eval mode)."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path} is missing; rebuild it with: python -m glide_edu.recipes fid-features")
+    net = DigitFeatureNet()
+    net.load_state_dict(load_file(str(path)), strict=True)
+    return net.eval()
+
+
+@torch.no_grad()
+def fid_proxy(real: Tensor, fake: Tensor, net: DigitFeatureNet | None = None) -> float:
+    """Fréchet distance between digit-feature Gaussians of ``real`` and ``fake`` (both [−1, 1] NCHW).
+
+    Computed by torchmetrics' FrechetInceptionDistance with :class:`DigitFeatureNet` as the feature
+    extractor — an FID-*proxy*, not Inception-FID (see the module docstring).
+    """
+    from torchmetrics.image.fid import FrechetInceptionDistance
+
+    for name, images in (("real", real), ("fake", fake)):
+        if images.ndim != 4 or images.shape[0] < 2:
+            raise ValueError(f"{name} images must be (N >= 2, C, H, W), got {tuple(images.shape)}")
+    metric = FrechetInceptionDistance(feature=net or load_feature_net(), normalize=True, input_img_size=(1, 16, 16))
+    metric.update(((real.clamp(-1, 1) + 1) / 2).float(), real=True)
+    metric.update(((fake.clamp(-1, 1) + 1) / 2).float(), real=False)
+    return float(metric.compute())
+
+
+def _kth_neighbour_radii(feats: Tensor, k: int) -> Tensor:
+    d = torch.cdist(feats, feats)  # (N, N)
+    return d.kthvalue(k + 1, dim=1).values  # k+1: the point itself is at distance 0
+
+
+@torch.no_grad()
+def precision_recall(real_feats: Tensor, fake_feats: Tensor, k: int = 3) -> tuple[float, float]:
+    """k-NN precision and recall (Kynkäänniemi et al. 2019) between two feature sets (N, D)."""
+    if real_feats.shape[0] <= k or fake_feats.shape[0] <= k:
+        raise ValueError(
+            f"need more than k={k} samples in each set, got {real_feats.shape[0]} and {fake_feats.shape[0]}"
+        )
+    real, fake = real_feats.double(), fake_feats.double()
+    r_real, r_fake = _kth_neighbour_radii(real, k), _kth_neighbour_radii(fake, k)
+    d = torch.cdist(fake, real)  # (F, R)
+    precision = (d <= r_real[None, :]).any(dim=1).double().mean()
+    recall = (d.T <= r_fake[None, :]).any(dim=1).double().mean()
+    return float(precision), float(recall)
+
+
+@torch.no_grad()
+def sample_quality(real: Tensor, fake: Tensor, net: DigitFeatureNet | None = None, k: int = 3) -> dict[str, float]:
+    """FID-proxy, precision and recall of ``fake`` against ``real`` digits in one call."""
+    net = net or load_feature_net()
+    p, r = precision_recall(net.features(real), net.features(fake), k=k)
+    return {"fid_proxy": fid_proxy(real, fake, net), "precision": p, "recall": r}

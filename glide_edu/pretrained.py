@@ -1,0 +1,95 @@
+"""Small shipped checkpoints: one ``.safetensors`` file holding weights and the configs to rebuild the model.
+
+The file's metadata (a str → str map in the safetensors header) carries ``glide_edu`` JSON with the
+model config, the diffusion config and how the weights were made (command, time, metrics). Weights may be
+stored in float16 to keep the book small; they are loaded into a float32 model.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+from torch import nn
+
+from glide_edu.nn.unet import UNetConfig, UNetModel
+from glide_edu.respace import create_diffusion
+
+DATA_DIR = Path(__file__).resolve().parent.parent / "data"
+CHECKPOINT_DIR = DATA_DIR / "checkpoints"
+
+
+def save_small_checkpoint(
+    path: str | os.PathLike,
+    model: nn.Module,
+    model_config: UNetConfig,
+    diffusion_config: dict[str, Any],
+    info: dict[str, Any] | None = None,
+    dtype: torch.dtype = torch.float16,
+) -> Path:
+    """Write weights + configs into one safetensors file, atomically (temp file, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    meta = {
+        "kind": "unet",
+        "model_config": asdict(model_config),
+        "diffusion_config": diffusion_config,
+        "info": info or {},
+    }
+    state = {k: v.detach().to(dtype).contiguous() for k, v in model.state_dict().items()}
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    os.close(fd)
+    try:
+        save_file(state, tmp, metadata={"glide_edu": json.dumps(meta)})
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
+    """The ``glide_edu`` metadata of a small checkpoint."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no checkpoint at {path}; see docs/checkpoints.md for how to make it")
+    try:
+        with safe_open(path, framework="pt") as f:
+            raw = (f.metadata() or {}).get("glide_edu")
+    except Exception as err:  # safetensors raises its own error types for damaged files
+        raise ValueError(f"{path} is not a readable safetensors file ({err}); re-create or re-download it") from None
+    if raw is None:
+        raise ValueError(f"{path} has no glide_edu metadata; it was not written by save_small_checkpoint")
+    return json.loads(raw)
+
+
+def load_small_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu"):
+    """(model in eval mode, diffusion, metadata) from a file written by :func:`save_small_checkpoint`."""
+    meta = read_metadata(path)
+    mc = meta["model_config"]
+    for key in ("attention_resolutions", "channel_mult"):
+        if mc.get(key) is not None:
+            mc[key] = tuple(mc[key])
+    model = UNetModel(UNetConfig(**mc))
+    with safe_open(Path(path), framework="pt") as f:
+        state = {k: f.get_tensor(k).float() for k in f.keys()}
+    model.load_state_dict(state, strict=True)
+    diffusion = create_diffusion(**meta["diffusion_config"])
+    return model.to(device).eval(), diffusion, meta
+
+
+def shipped_checkpoint(name: str) -> Path:
+    """Path of a checkpoint shipped in ``data/checkpoints`` (e.g. ``"digits_simple"``)."""
+    path = CHECKPOINT_DIR / f"{name}.safetensors"
+    if not path.exists():
+        available = sorted(p.stem for p in CHECKPOINT_DIR.glob("*.safetensors"))
+        raise FileNotFoundError(f"no shipped checkpoint {name!r}; available: {', '.join(available) or 'none'}")
+    return path
