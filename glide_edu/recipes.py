@@ -21,7 +21,7 @@ from glide_edu.data import load_digits
 from glide_edu.nn.unet import UNetConfig, UNetModel
 from glide_edu.pretrained import CHECKPOINT_DIR, save_small_checkpoint
 from glide_edu.respace import create_diffusion
-from glide_edu.train import Trainer, TrainConfig
+from glide_edu.train import TrainConfig, Trainer
 
 DIGITS_UNET = UNetConfig(
     image_size=16,
