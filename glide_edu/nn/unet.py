@@ -9,6 +9,7 @@ state-dict keys, are the reference's: ``input_blocks.{i}.{j}``, ``middle_block.{
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import torch
@@ -100,30 +101,36 @@ class ResBlock(TimestepBlock):
 def qkv_attention(qkv: Tensor, num_heads: int, encoder_kv: Tensor | None = None) -> Tensor:
     """Multi-head attention over a fused, head-major qkv tensor (the reference's "legacy" layout).
 
-    qkv: (B, H·3·c, T) laid out per head as [q | k | v]; encoder_kv: (B, H·2·c, L) per head [k | v], whose
-    keys/values are *prepended* to the spatial ones. q and k are each scaled by c^(−1/4) (the reference's
-    fp16-friendly split of 1/√c) and the softmax runs in float32. Returns (B, H·c, T).
+    qkv: (B, T, H·3·c), the channels laid out per head as [q | k | v]; encoder_kv: (B, L, H·2·c) per head
+    [k | v], whose keys/values are *prepended* to the spatial ones. q and k are each scaled by c^(−1/4)
+    (the reference's fp16-friendly split of 1/√c) and the softmax runs in float32. Returns (B, T, H·c).
     """
-    bs, width, length = qkv.shape
+    bs, length, width = qkv.shape
     if width % (3 * num_heads):
         raise ValueError(f"qkv width {width} is not divisible by 3·num_heads = {3 * num_heads}")
     ch = width // (3 * num_heads)
-    q, k, v = qkv.reshape(bs * num_heads, ch * 3, length).split(ch, dim=1)  # each (B·H, c, T)
+    q, k, v = qkv.view(bs, length, num_heads, 3 * ch).transpose(1, 2).split(ch, dim=-1)  # each (B, H, T, c)
     if encoder_kv is not None:
-        if encoder_kv.shape[1] != num_heads * ch * 2:
-            raise ValueError(f"encoder_kv has {encoder_kv.shape[1]} channels, expected {num_heads * ch * 2}")
-        ek, ev = encoder_kv.reshape(bs * num_heads, ch * 2, -1).split(ch, dim=1)  # (B·H, c, L)
-        k, v = torch.cat([ek, k], dim=-1), torch.cat([ev, v], dim=-1)
-    scale = ch**-0.25
-    q = (q * scale).transpose(1, 2)  # (B·H, T, c)
-    k = (k * scale).transpose(1, 2)  # (B·H, S, c)
-    v = v.transpose(1, 2)
+        if encoder_kv.shape[-1] != num_heads * ch * 2:
+            raise ValueError(f"encoder_kv has {encoder_kv.shape[-1]} channels, expected {num_heads * ch * 2}")
+        ek, ev = encoder_kv.view(bs, -1, num_heads, 2 * ch).transpose(1, 2).split(ch, dim=-1)  # (B, H, L, c)
+        k, v = torch.cat([ek, k], dim=2), torch.cat([ev, v], dim=2)
+    scale = 1 / math.sqrt(math.sqrt(ch))
+    q, k = q * scale, k * scale
     if q.dtype == torch.float32:
-        a = F.scaled_dot_product_attention(q, k, v, scale=1.0)  # (B·H, T, c)
+        a = F.scaled_dot_product_attention(q, k, v, scale=1.0)  # (B, H, T, c)
     else:  # half precision: softmax in float32 as the reference does
-        w = torch.softmax((q @ k.transpose(1, 2)).float(), dim=-1).to(q.dtype)
-        a = w @ v
-    return a.transpose(1, 2).reshape(bs, num_heads * ch, length)
+        a = torch.softmax((q @ k.transpose(-1, -2)).float(), dim=-1).to(q.dtype) @ v
+    return a.transpose(1, 2).reshape(bs, length, num_heads * ch)
+
+
+def _pointwise(conv: nn.Module, x: Tensor) -> Tensor:
+    """A kernel-1 Conv1d applied to channels-last x (B, T, C_in) as a matmul → (B, T, C_out).
+
+    The parameters stay Conv1d-shaped (C_out, C_in, 1) for checkpoint compatibility; the matmul is the
+    same map and much faster than a 1-D convolution on CPUs, above all in the backward pass.
+    """
+    return F.linear(x, conv.weight[..., 0], conv.bias)
 
 
 class AttentionBlock(ContextBlock):
@@ -150,12 +157,13 @@ class AttentionBlock(ContextBlock):
 
     def forward(self, x: Tensor, encoder_out: Tensor | None = None) -> Tensor:
         b, c, *spatial = x.shape
-        qkv = self.qkv(self.norm(x).reshape(b, c, -1))  # (B, 3C, HW)
+        h = self.norm(x).reshape(b, c, -1).transpose(1, 2)  # (B, HW, C), rows in row-major pixel order
+        qkv = _pointwise(self.qkv, h)  # (B, HW, 3C)
         encoder_kv = None
         if encoder_out is not None and hasattr(self, "encoder_kv"):
-            encoder_kv = self.encoder_kv(encoder_out)  # (B, 2C, L)
-        h = self.proj_out(qkv_attention(qkv, self.num_heads, encoder_kv))
-        return x + h.reshape(b, c, *spatial)
+            encoder_kv = _pointwise(self.encoder_kv, encoder_out.transpose(1, 2))  # (B, L, 2C)
+        h = _pointwise(self.proj_out, qkv_attention(qkv, self.num_heads, encoder_kv))  # (B, HW, C)
+        return x + h.transpose(1, 2).reshape(b, c, *spatial)
 
 
 @dataclass
