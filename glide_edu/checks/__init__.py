@@ -70,3 +70,29 @@ def expect_number(
         raise ExerciseError(
             f"{name}: got {value:.6g}, expected about {expected:.6g}" + (f". Hint: {hint}" if hint else "")
         )
+
+
+# Chapter checkers, re-exported (imported last: they use the helpers above).
+from glide_edu.checks.ch01 import check_cosine_betas, check_q_sample, check_snr_crossing  # noqa: E402
+from glide_edu.checks.ch02 import (  # noqa: E402
+    check_mu_from_eps,
+    check_one_shot_limit,
+    check_p_step,
+    check_posterior_mean_variance,
+)
+
+__all__ = [
+    "ExerciseError",
+    "check_cosine_betas",
+    "check_mu_from_eps",
+    "check_one_shot_limit",
+    "check_p_step",
+    "check_posterior_mean_variance",
+    "check_q_sample",
+    "check_snr_crossing",
+    "expect_close",
+    "expect_number",
+    "expect_shape",
+    "expect_tensor",
+    "passed",
+]
