@@ -31,6 +31,9 @@ $(STAMP): pyproject.toml constraints.txt
 	else \
 		$(PY) -m pip install -c constraints.txt -e '.[dev]'; \
 	fi
+	# CLIP's BPE vocabulary ships inside open-clip-torch; only that data file is read (sha256-checked),
+	# so the package is installed without its dependencies (its torchvision would not match the CPU torch).
+	$(PY) -m pip install --no-deps 'open-clip-torch>=2.0,<4'
 	if $(PY) -m pip show -q rfc3987-syntax 2>/dev/null; then $(PY) -m pip uninstall -y rfc3987-syntax; fi
 	touch $@
 

@@ -33,7 +33,9 @@ DIGITS_UNET = UNetConfig(
     num_head_channels=32,
     dropout=0.1,
 )
-DIGITS_TRAIN = TrainConfig(steps=3000, batch_size=64, lr=5e-4, ema_rate=0.999, grad_clip=1.0, log_every=100)
+DIGITS_TRAIN = TrainConfig(
+    steps=2000, batch_size=64, lr=5e-4, ema_rate=0.999, grad_clip=1.0, log_every=100, checkpoint_every=200
+)
 
 
 def digits_configs(loss: str) -> tuple[UNetConfig, dict]:

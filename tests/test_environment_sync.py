@@ -19,7 +19,8 @@ REPO = Path(__file__).resolve().parents[1]
 PIP_TO_CONDA = {"torch": "pytorch"}
 
 # Conda-only entries of environment.yml that have no pyproject.toml counterpart.
-CONDA_ONLY = {"pip"}
+# open-clip-torch: the Makefile installs it with --no-deps for pip users (only its vocabulary file is read)
+CONDA_ONLY = {"pip", "open-clip-torch"}
 
 CONDA_SPEC = re.compile(r"^\s*([A-Za-z0-9_.\-]+)\s*(.*?)\s*$")
 

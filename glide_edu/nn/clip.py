@@ -1,0 +1,433 @@
+"""GLIDE's noised CLIP: a text encoder and a timestep-aware image encoder, and CLIP guidance.
+
+CLIP maps a caption and an image to unit vectors z_text, z_image whose dot product (times the logit
+scale, 100) says how well they match. GLIDE's CLIP was trained on *noisy* images x_t: its image encoder
+also sees the diffusion timestep t, so it can steer sampling at every step (CLIP guidance):
+
+    μ' = μ + Σ · s · ∇_{x_t} [ 100 · z_text · z_image(x_t, t) ].
+
+Both encoders are pre-LayerNorm transformers with module and parameter names chosen so that the
+released ``clip_image_enc.pt`` / ``clip_text_enc.pt`` load with ``strict=True``:
+
+* ``blocks.input``: the text side adds a token table ``w_voc`` and positions ``w_pos``; the image side
+  maps pixels (0..255) to CLIP's normalised units, cuts non-overlapping patches with a bias-free
+  convolution ``patch_proj``, prepends the row ``w_t[t]`` of a per-timestep table as the first token,
+  adds ``w_pos`` and applies a LayerNorm ``ln``.
+* ``blocks.block_{i}``: ``x + f_attn(x)`` then ``x + f_mlp(x)``, each sub-layer starting with its own
+  LayerNorm ``ln``. Attention has separate ``f_q`` (with bias), ``f_k`` (no bias), ``f_v`` projections,
+  heads are contiguous slices, q and k are each scaled by head_width^(−1/4), and the sequence is
+  zero-padded to a multiple of 32 with a −1e10 score bias on padded keys (text: also causal); padded
+  rows are dropped before the output projection ``f_c``.
+* ``blocks.output``: LayerNorm ``ln`` and a bias-free projection ``f`` of one position: token 0 (the
+  timestep token) for images, the end token (index len−1) for text.
+
+LayerNorms hold ``g``/``b`` (eps 1e-5); linear maps hold ``w`` as (out, in) and ``b``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, fields
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+BLOCK_SIZE = 32  # attention sequences are padded to a multiple of this
+NORM_EPS = 1e-12  # z / (‖z‖ + 1e-12)
+# CLIP's per-channel pixel statistics, in 0..255 units.
+PIXEL_MEAN = (122.77093945, 116.74601272, 104.09373519)
+PIXEL_STD = (68.50053285, 66.63215831, 70.32316309)
+
+
+@dataclass(frozen=True)
+class ClipConfig:
+    """The noised CLIP's ``config.yaml`` (the reference's keys; defaults = the released model)."""
+
+    logit_scale: float = 100.0
+    beta_schedule: str = "squaredcos_cap_v2"
+    n_timesteps: int = 1000
+    image_size: int = 64
+    patch_size: int = 4
+    n_vocab: int = 65536
+    max_text_len: int = 77
+    n_embd: int = 512  # joint embedding width
+    n_head_state_text: int = 64
+    n_head_text: int = 8
+    n_xf_blocks_text: int = 12
+    n_head_state_image: int = 64
+    n_head_image: int = 12
+    n_xf_blocks_image: int = 12
+
+    def __post_init__(self) -> None:
+        if self.image_size % self.patch_size:
+            raise ValueError(f"image_size {self.image_size} is not a multiple of patch_size {self.patch_size}")
+
+    @classmethod
+    def from_dict(cls, options: Mapping[str, Any]) -> ClipConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(options) - known)
+        if unknown:
+            raise ValueError(f"unknown CLIP config keys {unknown}; expected some of {sorted(known)}")
+        return cls(**options)
+
+    @property
+    def text_width(self) -> int:
+        return self.n_head_text * self.n_head_state_text
+
+    @property
+    def image_width(self) -> int:
+        return self.n_head_image * self.n_head_state_image
+
+    @property
+    def image_context(self) -> int:
+        """1 timestep token + (image_size / patch_size)² patches."""
+        return 1 + (self.image_size // self.patch_size) ** 2
+
+
+def _as_config(config: ClipConfig | Mapping[str, Any] | None) -> ClipConfig:
+    if config is None:
+        return ClipConfig()
+    return config if isinstance(config, ClipConfig) else ClipConfig.from_dict(config)
+
+
+# ------------------------------------------------------------------------------------------------ layers
+class Affine(nn.Module):
+    """y = x·wᵀ + b with ``w`` stored (out, in); ``bias=False`` leaves out ``b``."""
+
+    def __init__(self, n_in: int, n_out: int, bias: bool = True) -> None:
+        super().__init__()
+        self.w = nn.Parameter(torch.empty(n_out, n_in))
+        nn.init.normal_(self.w, std=1 / math.sqrt(n_in))
+        self.b = nn.Parameter(torch.zeros(n_out)) if bias else None
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.linear(x, self.w, self.b)
+
+
+class LayerNorm(nn.Module):
+    """LayerNorm over the last axis with gain ``g`` and bias ``b`` (eps 1e-5), computed in float32."""
+
+    def __init__(self, width: int, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.eps = eps
+        self.g = nn.Parameter(torch.ones(width))
+        self.b = nn.Parameter(torch.zeros(width))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.layer_norm(x.float(), self.g.shape, self.g.float(), self.b.float(), self.eps).to(x.dtype)
+
+
+def padded_length(n_ctx: int, block_size: int = BLOCK_SIZE) -> int:
+    return -(-n_ctx // block_size) * block_size
+
+
+def attention_bias(
+    n_ctx: int, causal: bool, device: torch.device | str | None = None, block_size: int = BLOCK_SIZE
+) -> Tensor:
+    """(L', L') additive score bias for a sequence of ``n_ctx`` padded to L': 0 where allowed, −1e10 elsewhere.
+
+    Keys at padded positions are never allowed; with ``causal`` a query also cannot see later keys.
+    Built per call (it is tiny), so it always lives on the activations' device, whatever ``.to()`` or
+    meta-device construction did to the module.
+    """
+    n = padded_length(n_ctx, block_size)
+    idx = torch.arange(n, device=device)
+    allowed = (idx < n_ctx)[None, :].expand(n, n)
+    if causal:
+        allowed = allowed & (idx[None, :] <= idx[:, None])
+    return torch.zeros(n, n, device=device).masked_fill(~allowed, -1e10)
+
+
+class Attention(nn.Module):
+    """Pre-norm multi-head self-attention: ``f_c(attn(f_q(h), f_k(h), f_v(h)))`` with h = ``ln(x)``."""
+
+    def __init__(self, width: int, heads: int) -> None:
+        super().__init__()
+        self.heads = heads
+        self.ln = LayerNorm(width)
+        self.f_q = Affine(width, width)
+        self.f_k = Affine(width, width, bias=False)
+        self.f_v = Affine(width, width)
+        self.f_c = Affine(width, width)
+
+    def forward(self, x: Tensor, bias: Tensor) -> Tensor:  # x (B, L, W); bias (L', L'), L' ≥ L
+        batch, n_ctx, width = x.shape
+        n_pad = bias.shape[-1] - n_ctx
+        h = self.ln(x)
+        head_width = width // self.heads
+        scale = head_width**-0.25  # on q and on k: q·k / √d overall
+
+        def split(y: Tensor) -> Tensor:  # (B, L, W) → zero-padded (B, H, L', W/H), contiguous head slices
+            y = F.pad(y, (0, 0, 0, n_pad))
+            return y.view(batch, n_ctx + n_pad, self.heads, head_width).transpose(1, 2)
+
+        q, k, v = split(self.f_q(h) * scale), split(self.f_k(h) * scale), split(self.f_v(h))
+        weights = torch.softmax((q @ k.transpose(-1, -2)).float() + bias, dim=-1).to(v.dtype)
+        a = (weights @ v).transpose(1, 2).reshape(batch, n_ctx + n_pad, width)[:, :n_ctx]  # drop padded rows
+        return self.f_c(a)
+
+
+class MLP(nn.Module):
+    """Pre-norm ``f_2(GELU(f_1(ln(x))))``, hidden width 4×, exact (erf) GELU."""
+
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        self.ln = LayerNorm(width)
+        self.f_1 = Affine(width, 4 * width)
+        self.f_2 = Affine(4 * width, width)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.f_2(F.gelu(self.f_1(self.ln(x))))
+
+
+class TransformerBlock(nn.Module):
+    def __init__(self, width: int, heads: int) -> None:
+        super().__init__()
+        self.f_attn = Attention(width, heads)
+        self.f_mlp = MLP(width)
+
+    def forward(self, x: Tensor, bias: Tensor) -> Tensor:
+        x = x + self.f_attn(x, bias)
+        return x + self.f_mlp(x)
+
+
+# ------------------------------------------------------------------------------------------------ text
+class TextEmbedding(nn.Module):
+    """Token table ``w_voc`` plus positions ``w_pos`` (no LayerNorm on the text side)."""
+
+    def __init__(self, n_vocab: int, n_ctx: int, width: int) -> None:
+        super().__init__()
+        self.w_voc = nn.Parameter(torch.empty(n_vocab, width))
+        self.w_pos = nn.Parameter(torch.empty(n_ctx, width))
+        nn.init.normal_(self.w_voc, std=0.02)
+        nn.init.normal_(self.w_pos, std=0.01)
+
+    def forward(self, tokens: Tensor) -> Tensor:
+        return F.embedding(tokens, self.w_voc) + self.w_pos[None]
+
+
+class TextOutput(nn.Module):
+    """LayerNorm and bias-free projection of the feature at index ``len − 1`` (the end token)."""
+
+    def __init__(self, width: int, n_embd: int) -> None:
+        super().__init__()
+        self.ln = LayerNorm(width)
+        self.f = Affine(width, n_embd, bias=False)
+
+    def forward(self, x: Tensor, lens: Tensor) -> Tensor:
+        last = x[torch.arange(x.shape[0], device=x.device), lens - 1]
+        return self.f(self.ln(last))
+
+
+class TextEncoder(nn.Module):
+    """Caption (CLIP tokens, zero-padded to ``max_text_len``, and lengths) → unnormalised (B, n_embd)."""
+
+    def __init__(self, config: ClipConfig | Mapping[str, Any] | None = None) -> None:
+        super().__init__()
+        self.config = c = _as_config(config)
+        width = c.text_width
+        blocks: dict[str, nn.Module] = {"input": TextEmbedding(c.n_vocab, c.max_text_len, width)}
+        blocks.update({f"block_{i}": TransformerBlock(width, c.n_head_text) for i in range(c.n_xf_blocks_text)})
+        blocks["output"] = TextOutput(width, c.n_embd)
+        self.blocks = nn.ModuleDict(blocks)
+
+    def check_input(self, tokens: Tensor, lens: Tensor) -> None:
+        ctx, n_vocab = self.config.max_text_len, self.config.n_vocab
+        if not isinstance(tokens, Tensor) or tokens.ndim != 2 or tokens.shape[1] != ctx:
+            shape = tuple(tokens.shape) if isinstance(tokens, Tensor) else type(tokens).__name__
+            raise ValueError(f"CLIP tokens must be an integer tensor of shape (B, {ctx}), got {shape}")
+        if tokens.dtype.is_floating_point or tokens.dtype == torch.bool:
+            raise ValueError(f"CLIP tokens must be integers, got dtype {tokens.dtype}")
+        if not isinstance(lens, Tensor) or lens.shape != tokens.shape[:1] or lens.dtype.is_floating_point:
+            shape = tuple(lens.shape) if isinstance(lens, Tensor) else type(lens).__name__
+            raise ValueError(f"CLIP lens must be an integer tensor of shape ({tokens.shape[0]},), got {shape}")
+        if tokens.numel() and (int(tokens.min()) < 0 or int(tokens.max()) >= n_vocab):
+            raise ValueError(
+                f"CLIP token ids must lie in 0..{n_vocab - 1}, got {int(tokens.min())}..{int(tokens.max())}"
+            )
+        if lens.numel() and (int(lens.min()) < 1 or int(lens.max()) > ctx):
+            raise ValueError(f"CLIP lens must lie in 1..{ctx} (start and end token included), got {lens.tolist()}")
+
+    def forward(self, tokens: Tensor, lens: Tensor) -> Tensor:
+        self.check_input(tokens, lens)
+        x = self.blocks["input"](tokens.long())
+        bias = attention_bias(x.shape[1], causal=True, device=x.device)
+        for i in range(self.config.n_xf_blocks_text):
+            x = self.blocks[f"block_{i}"](x, bias)
+        return self.blocks["output"](x, lens.long())
+
+
+# ------------------------------------------------------------------------------------------------ image
+class ImageEmbedding(nn.Module):
+    """Normalised pixels → [w_t[t], patch_1, …, patch_N] + ``w_pos``, then ``ln``."""
+
+    def __init__(self, config: ClipConfig) -> None:
+        super().__init__()
+        width, p = config.image_width, config.patch_size
+        self.patch_size = p
+        self.w_t = nn.Parameter(torch.empty(config.n_timesteps, width))
+        self.patch_proj = nn.Parameter(torch.empty(width, 3, p, p))
+        self.w_pos = nn.Parameter(torch.empty(config.image_context, width))
+        self.ln = LayerNorm(width)
+        nn.init.normal_(self.w_t, std=0.02)
+        nn.init.normal_(self.patch_proj, std=1 / math.sqrt(3 * p * p))
+        nn.init.normal_(self.w_pos, std=0.01)
+
+    def forward(self, pixels: Tensor, t: Tensor) -> Tensor:  # pixels (B, 3, S, S) in 0..255; t (B,)
+        mean = torch.tensor(PIXEL_MEAN, device=pixels.device, dtype=pixels.dtype).view(1, 3, 1, 1)
+        std = torch.tensor(PIXEL_STD, device=pixels.device, dtype=pixels.dtype).view(1, 3, 1, 1)
+        x = (pixels - mean) / std
+        x = F.conv2d(x, self.patch_proj, stride=self.patch_size)  # (B, W, S/p, S/p)
+        x = x.flatten(2).transpose(1, 2)  # patches row-major: (B, N, W)
+        x = torch.cat([self.w_t[t][:, None].to(x.dtype), x], dim=1) + self.w_pos[None]
+        return self.ln(x)
+
+
+class ImageOutput(nn.Module):
+    """LayerNorm of token 0, then a bias-free projection to the joint width."""
+
+    def __init__(self, width: int, n_embd: int) -> None:
+        super().__init__()
+        self.ln = LayerNorm(width)
+        self.f = Affine(width, n_embd, bias=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.f(self.ln(x[:, 0]))
+
+
+class ImageEncoder(nn.Module):
+    """Noisy image (pixels 0..255) and ORIGINAL timestep (0..n_timesteps−1) → unnormalised (B, n_embd)."""
+
+    def __init__(self, config: ClipConfig | Mapping[str, Any] | None = None) -> None:
+        super().__init__()
+        self.config = c = _as_config(config)
+        width = c.image_width
+        blocks: dict[str, nn.Module] = {"input": ImageEmbedding(c)}
+        blocks.update({f"block_{i}": TransformerBlock(width, c.n_head_image) for i in range(c.n_xf_blocks_image)})
+        blocks["output"] = ImageOutput(width, c.n_embd)
+        self.blocks = nn.ModuleDict(blocks)
+
+    def check_input(self, pixels: Tensor, t: Tensor) -> Tensor:
+        """Validate and return ``t`` as a (B,) int64 tensor (a 0-d or python int is broadcast)."""
+        size = self.config.image_size
+        if not isinstance(pixels, Tensor) or pixels.ndim != 4 or tuple(pixels.shape[1:]) != (3, size, size):
+            shape = tuple(pixels.shape) if isinstance(pixels, Tensor) else type(pixels).__name__
+            raise ValueError(
+                f"the CLIP image encoder takes (B, 3, {size}, {size}) images (image_size {size} in its config), "
+                f"got {shape}"
+            )
+        t = torch.as_tensor(t, device=pixels.device)
+        if t.dtype.is_floating_point or t.dtype == torch.bool:
+            raise ValueError(
+                f"CLIP timesteps must be integers (original 0..{self.config.n_timesteps - 1}), got {t.dtype}"
+            )
+        if t.ndim == 0:
+            t = t.expand(pixels.shape[0])
+        if t.shape != pixels.shape[:1]:
+            raise ValueError(f"CLIP timesteps must have shape ({pixels.shape[0]},), got {tuple(t.shape)}")
+        n = self.config.n_timesteps
+        if t.numel() and (int(t.min()) < 0 or int(t.max()) >= n):
+            raise ValueError(
+                f"CLIP timesteps must be ORIGINAL diffusion steps in 0..{n - 1}, got {int(t.min())}..{int(t.max())}"
+            )
+        return t.long()
+
+    def forward(self, pixels: Tensor, t: Tensor | int) -> Tensor:
+        t = self.check_input(pixels, t)
+        x = self.blocks["input"](pixels, t)
+        bias = attention_bias(x.shape[1], causal=False, device=x.device)
+        for i in range(self.config.n_xf_blocks_image):
+            x = self.blocks[f"block_{i}"](x, bias)
+        return self.blocks["output"](x)
+
+
+# ------------------------------------------------------------------------------------------------ model
+def normalize(z: Tensor) -> Tensor:
+    """z / (‖z‖₂ + 1e-12) along the last axis."""
+    return z / (z.norm(dim=-1, keepdim=True) + NORM_EPS)
+
+
+class NoisedClip(nn.Module):
+    """GLIDE's noised CLIP: ``text_encoder``, ``image_encoder`` and the (log) logit scale.
+
+    The two encoders load their released state dicts separately (``clip_text_enc.pt`` and
+    ``clip_image_enc.pt``, strict). ``logit_scale`` is a plain float holding log(100) rounded to float32,
+    as the reference keeps it; it is not part of any state dict.
+    """
+
+    def __init__(self, config: ClipConfig | Mapping[str, Any] | None = None) -> None:
+        super().__init__()
+        self.config = c = _as_config(config)
+        self.text_encoder = TextEncoder(c)
+        self.image_encoder = ImageEncoder(c)
+        self.logit_scale = float(np.float32(math.log(c.logit_scale)))  # log(100) rounded to float32
+
+    def load_state_dicts(
+        self,
+        image_state: Mapping[str, Tensor],
+        text_state: Mapping[str, Tensor],
+        logit_scale: float | Tensor | None = None,
+    ) -> None:
+        """Load both encoders strictly (and the log logit scale if given)."""
+        self.image_encoder.load_state_dict(image_state, strict=True)
+        self.text_encoder.load_state_dict(text_state, strict=True)
+        if logit_scale is not None:
+            self.logit_scale = float(logit_scale)
+
+    def text_embeddings(self, tokens: Tensor, lens: Tensor) -> Tensor:
+        """Unit text vectors (B, n_embd)."""
+        return normalize(self.text_encoder(tokens, lens))
+
+    def image_embeddings(self, x: Tensor, t: Tensor | int) -> Tensor:
+        """Unit image vectors (B, n_embd) of noisy images x_t in [−1, 1] at ORIGINAL timesteps t."""
+        return normalize(self.image_encoder((x + 1) * 127.5, t))
+
+    def encode_prompts(self, prompts: str | Sequence[str], vocab_dir: Any = None) -> tuple[Tensor, Tensor]:
+        """CLIP tokens (B, max_text_len) and lengths (B,) of ``prompts`` (on this model's device)."""
+        from glide_edu.tokenizers import clip_tokenizer
+
+        tokens, lens = clip_tokenizer(vocab_dir).tokens_and_lens(prompts, self.config.max_text_len)
+        device = self.image_encoder.blocks["input"].w_pos.device
+        return tokens.to(device), lens.to(device)
+
+    def logits(self, z_text: Tensor, z_image: Tensor) -> Tensor:
+        """exp(logit_scale) · z_text · z_image per row (100 × cosine similarity)."""
+        scale = torch.tensor(self.logit_scale, dtype=torch.float32, device=z_image.device).exp()
+        return scale * (z_text * z_image).sum(-1)
+
+    def cond_fn(
+        self, prompts: str | Sequence[str] | tuple[Tensor, Tensor], guidance_scale: float
+    ) -> Callable[..., Tensor]:
+        """CLIP guidance for ``p_sample``: ``fn(x_t, t, **model_kwargs)`` → s · ∇_{x_t} Σ_b 100·z_text·z_image.
+
+        ``prompts`` is a list of captions (one per batch row, or one for all) or ``(tokens, lens)`` from
+        :meth:`encode_prompts`. The text side is computed once, here. ``t`` must be ORIGINAL timesteps
+        (the respaced diffusions pass them); ``fn`` enables autograd itself, as samplers run under
+        ``torch.no_grad()``. Extra keywords (the UNet's ``tokens``/``mask``) are ignored.
+        """
+        if isinstance(prompts, tuple) and len(prompts) == 2 and all(isinstance(p, Tensor) for p in prompts):
+            tokens, lens = prompts
+        else:
+            tokens, lens = self.encode_prompts(prompts)
+        with torch.no_grad():
+            z_text = self.text_embeddings(tokens, lens)
+
+        def fn(x: Tensor, t: Tensor, **_: Any) -> Tensor:
+            if z_text.shape[0] not in (1, x.shape[0]):
+                raise ValueError(f"cond_fn has {z_text.shape[0]} prompts but x_t has batch {x.shape[0]}")
+            with torch.enable_grad():
+                x_in = x.detach().requires_grad_(True)
+                loss = self.logits(z_text, self.image_embeddings(x_in, t)).sum()
+                (grad,) = torch.autograd.grad(loss, x_in)
+            return grad * guidance_scale
+
+        return fn
+
+
+def create_clip_model(config: ClipConfig | Mapping[str, Any] | None = None) -> NoisedClip:
+    """A :class:`NoisedClip` from a config (a :class:`ClipConfig` or the reference's ``clip_config`` dict)."""
+    return NoisedClip(config)
