@@ -80,10 +80,14 @@ from glide_edu.checks.ch02 import (  # noqa: E402
     check_p_step,
     check_posterior_mean_variance,
 )
+from glide_edu.checks.ch03 import check_elbo_weight, check_l_simple, check_timestep_embedding  # noqa: E402
 
 __all__ = [
     "ExerciseError",
     "check_cosine_betas",
+    "check_elbo_weight",
+    "check_l_simple",
+    "check_timestep_embedding",
     "check_mu_from_eps",
     "check_one_shot_limit",
     "check_p_step",
