@@ -72,6 +72,33 @@ def expect_number(
         )
 
 
+def values_close(actual: Tensor, expected: Tensor, atol: float = 1e-5, rtol: float = 1e-5) -> bool:
+    """True when shapes agree and every value is finite and within atol + rtol·|expected| (no message)."""
+    if actual.shape != expected.shape:
+        return False
+    a, e = actual.detach().double().cpu(), expected.detach().double().cpu()
+    return bool(torch.isfinite(a).all() and ((a - e).abs() <= atol + rtol * e.abs()).all())
+
+
+def raise_if_matches(
+    actual: Tensor, candidates: dict[str, Tensor], name: str, atol: float = 1e-5, rtol: float = 1e-5
+) -> None:
+    """Raise with the hint of the first typical wrong answer (hint → its value) that ``actual`` equals."""
+    for hint, candidate in candidates.items():
+        if values_close(actual, candidate, atol, rtol):
+            raise ExerciseError(f"{name}: {hint}")
+
+
+def call_reader(fn, what: str, *args):
+    """Call the reader's function; a crash becomes an ExerciseError that keeps the original message."""
+    try:
+        return fn(*args)
+    except ExerciseError:
+        raise
+    except Exception as err:
+        raise ExerciseError(f"{what} raised {type(err).__name__}: {err}") from err
+
+
 # Chapter checkers, re-exported (imported last: they use the helpers above).
 from glide_edu.checks.ch01 import check_cosine_betas, check_q_sample, check_snr_crossing  # noqa: E402
 from glide_edu.checks.ch02 import (  # noqa: E402
@@ -99,4 +126,7 @@ __all__ = [
     "expect_shape",
     "expect_tensor",
     "passed",
+    "call_reader",
+    "raise_if_matches",
+    "values_close",
 ]

@@ -19,7 +19,16 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from glide_edu.checks import ExerciseError, expect_close, expect_shape, expect_tensor, passed
+from glide_edu.checks import (
+    ExerciseError,
+    call_reader,
+    expect_close,
+    expect_shape,
+    expect_tensor,
+    passed,
+    raise_if_matches,
+    values_close,
+)
 from glide_edu.diffusion import GaussianDiffusion
 from glide_edu.schedules import cosine_betas, linear_betas
 from glide_edu.toy import OptimalDenoiser
@@ -55,26 +64,15 @@ def _at(table: Tensor, t: Tensor, ndim: int) -> Tensor:
 
 
 def _close(actual: Tensor, expected: Tensor, atol: float = ATOL, rtol: float = RTOL) -> bool:
-    if actual.shape != expected.shape:
-        return False
-    a, e = actual.detach().double().cpu(), expected.detach().double().cpu()
-    return bool(torch.isfinite(a).all() and ((a - e).abs() <= atol + rtol * e.abs()).all())
+    return values_close(actual, expected, atol, rtol)
 
 
 def _diagnose(actual: Tensor, candidates: dict[str, Tensor], name: str) -> None:
     """Raise with the hint of the first wrong-but-typical candidate that ``actual`` matches."""
-    for hint, cand in candidates.items():
-        if _close(actual, cand):
-            raise ExerciseError(f"{name}: {hint}")
+    raise_if_matches(actual, candidates, name, ATOL, RTOL)
 
 
-def _call(fn: Callable, what: str, *args):
-    try:
-        return fn(*args)
-    except ExerciseError:
-        raise
-    except Exception as err:  # the reader's code crashed: say where, keep the original message
-        raise ExerciseError(f"{what} raised {type(err).__name__}: {err}") from err
+_call = call_reader
 
 
 def _as_full(value: object, like: Tensor, name: str) -> Tensor:
@@ -115,34 +113,63 @@ def check_posterior_mean_variance(fn: Callable) -> bool:
         x0d, xtd = x0.double(), xt.double()
         ab_wrap = _at(torch.cat([tb["abar"][-1:], tb["abar"][:-1]]), t, 4)  # abar[t-1] with t=0 → abar[-1]
         if not _close(mean, ref_mean):
-            _diagnose(mean, {
-                "the two coefficients are swapped — coef1 = √ᾱ_{t−1}·β_t/(1−ᾱ_t) multiplies x_0 and "
-                "coef2 = √α_t·(1−ᾱ_{t−1})/(1−ᾱ_t) multiplies x_t": c2 * x0d + c1 * xtd,
-                "looks like you used ᾱ_t where ᾱ_{t−1} belongs (an off-by-one in the cumulative product)":
-                    ab.sqrt() * b / (1 - ab) * x0d + a.sqrt() * (1 - ab) / (1 - ab) * xtd,
-                "looks like you used the one-step α_t where the cumulative ᾱ_{t−1} belongs":
-                    a.sqrt() * b / (1 - ab) * x0d + a.sqrt() * (1 - a) / (1 - ab) * xtd,
-                "a square root is missing: coef1 has √ᾱ_{t−1} and coef2 has √α_t":
-                    abp * b / (1 - ab) * x0d + a * (1 - abp) / (1 - ab) * xtd,
-                "wrong at t = 0: there ᾱ_{t−1} must be 1 (x_{t−1} is x_0 itself), not ᾱ of the last step "
-                "(indexing [t−1] wraps around to −1)":
-                    ab_wrap.sqrt() * b / (1 - ab) * x0d + a.sqrt() * (1 - ab_wrap) / (1 - ab) * xtd,
-            }, f"{name} mean ({desc})")
-            expect_close(mean, ref_mean, f"{name} mean ({desc})", ATOL, RTOL,
-                         hint="μ̃_t = coef1·x_0 + coef2·x_t with coef1 = √ᾱ_{t−1}β_t/(1−ᾱ_t), "
-                              "coef2 = √α_t(1−ᾱ_{t−1})/(1−ᾱ_t)")
+            _diagnose(
+                mean,
+                {
+                    "the two coefficients are swapped — coef1 = √ᾱ_{t−1}·β_t/(1−ᾱ_t) multiplies x_0 and "
+                    "coef2 = √α_t·(1−ᾱ_{t−1})/(1−ᾱ_t) multiplies x_t": c2 * x0d + c1 * xtd,
+                    "looks like you used ᾱ_t where ᾱ_{t−1} belongs (an off-by-one in the cumulative product)": ab.sqrt()
+                    * b
+                    / (1 - ab)
+                    * x0d
+                    + a.sqrt() * (1 - ab) / (1 - ab) * xtd,
+                    "looks like you used the one-step α_t where the cumulative ᾱ_{t−1} belongs": a.sqrt()
+                    * b
+                    / (1 - ab)
+                    * x0d
+                    + a.sqrt() * (1 - a) / (1 - ab) * xtd,
+                    "a square root is missing: coef1 has √ᾱ_{t−1} and coef2 has √α_t": abp * b / (1 - ab) * x0d
+                    + a * (1 - abp) / (1 - ab) * xtd,
+                    "wrong at t = 0: there ᾱ_{t−1} must be 1 (x_{t−1} is x_0 itself), not ᾱ of the last step "
+                    "(indexing [t−1] wraps around to −1)": ab_wrap.sqrt() * b / (1 - ab) * x0d
+                    + a.sqrt() * (1 - ab_wrap) / (1 - ab) * xtd,
+                },
+                f"{name} mean ({desc})",
+            )
+            expect_close(
+                mean,
+                ref_mean,
+                f"{name} mean ({desc})",
+                ATOL,
+                RTOL,
+                hint="μ̃_t = coef1·x_0 + coef2·x_t with coef1 = √ᾱ_{t−1}β_t/(1−ᾱ_t), coef2 = √α_t(1−ᾱ_{t−1})/(1−ᾱ_t)",
+            )
         if not _close(var, ref_var):
-            _diagnose(var, {
-                "this is β_t (the 'fixed_large' choice of chapter 2), not the posterior variance "
-                "β̃_t = (1−ᾱ_{t−1})β_t/(1−ᾱ_t)": b.expand_as(x0),
-                "looks like you used ᾱ_t where ᾱ_{t−1} belongs in β̃_t": (b * (1 - ab) / (1 - ab)).expand_as(x0),
-                "wrong at t = 0: there ᾱ_{t−1} = 1, so β̃_0 = 0 (indexing [t−1] wraps around to −1)":
-                    (b * (1 - ab_wrap) / (1 - ab)).expand_as(x0),
-                "this is the standard deviation √β̃_t; the exercise asks for the variance β̃_t":
-                    (b * (1 - abp) / (1 - ab)).sqrt().expand_as(x0),
-            }, f"{name} variance ({desc})")
-            expect_close(var, ref_var, f"{name} variance ({desc})", ATOL, RTOL,
-                         hint="β̃_t = (1−ᾱ_{t−1})·β_t/(1−ᾱ_t), and β̃ = 0 at t = 0")
+            _diagnose(
+                var,
+                {
+                    "this is β_t (the 'fixed_large' choice of chapter 2), not the posterior variance "
+                    "β̃_t = (1−ᾱ_{t−1})β_t/(1−ᾱ_t)": b.expand_as(x0),
+                    "looks like you used ᾱ_t where ᾱ_{t−1} belongs in β̃_t": (b * (1 - ab) / (1 - ab)).expand_as(x0),
+                    "wrong at t = 0: there ᾱ_{t−1} = 1, so β̃_0 = 0 (indexing [t−1] wraps around to −1)": (
+                        b * (1 - ab_wrap) / (1 - ab)
+                    ).expand_as(x0),
+                    "this is the standard deviation √β̃_t; the exercise asks for the variance β̃_t": (
+                        b * (1 - abp) / (1 - ab)
+                    )
+                    .sqrt()
+                    .expand_as(x0),
+                },
+                f"{name} variance ({desc})",
+            )
+            expect_close(
+                var,
+                ref_var,
+                f"{name} variance ({desc})",
+                ATOL,
+                RTOL,
+                hint="β̃_t = (1−ᾱ_{t−1})·β_t/(1−ᾱ_t), and β̃ = 0 at t = 0",
+            )
     return passed(name, "μ̃_t and β̃_t match q_posterior_mean_variance on two schedules, t = 0 … T−1")
 
 
@@ -164,19 +191,28 @@ def check_mu_from_eps(fn: Callable) -> bool:
         tb = _tables(betas)
         b, a, ab, abp = (_at(tb[k], t, 4) for k in ("beta", "alpha", "abar", "abar_prev"))
         x, e = xt.double(), eps.double()
-        _diagnose(mu, {
-            "you divided by √ᾱ_t; the mean of one reverse step divides by the one-step √α_t":
-                (x - b / (1 - ab).sqrt() * e) / ab.sqrt(),
-            "the ε coefficient is β_t/√(1−ᾱ_t) — a square root is missing on (1−ᾱ_t)":
-                (x - b / (1 - ab) * e) / a.sqrt(),
-            "the ε coefficient is β_t/√(1−ᾱ_t), not √β_t/√(1−ᾱ_t)":
-                (x - b.sqrt() / (1 - ab).sqrt() * e) / a.sqrt(),
-            "sign error: μ_θ = (x_t − β_t/√(1−ᾱ_t)·ε_θ)/√α_t subtracts the predicted noise":
-                (x + b / (1 - ab).sqrt() * e) / a.sqrt(),
-            "the whole bracket must be divided by √α_t": x - b / (1 - ab).sqrt() * e,
-            "this is x̂_0, the predicted clean image; the exercise asks for the mean of x_{t−1}":
-                (x - (1 - ab).sqrt() * e) / ab.sqrt(),
-        }, f"{name} ({desc})")
+        _diagnose(
+            mu,
+            {
+                "you divided by √ᾱ_t; the mean of one reverse step divides by the one-step √α_t": (
+                    x - b / (1 - ab).sqrt() * e
+                )
+                / ab.sqrt(),
+                "the ε coefficient is β_t/√(1−ᾱ_t) — a square root is missing on (1−ᾱ_t)": (x - b / (1 - ab) * e)
+                / a.sqrt(),
+                "the ε coefficient is β_t/√(1−ᾱ_t), not √β_t/√(1−ᾱ_t)": (x - b.sqrt() / (1 - ab).sqrt() * e) / a.sqrt(),
+                "sign error: μ_θ = (x_t − β_t/√(1−ᾱ_t)·ε_θ)/√α_t subtracts the predicted noise": (
+                    x + b / (1 - ab).sqrt() * e
+                )
+                / a.sqrt(),
+                "the whole bracket must be divided by √α_t": x - b / (1 - ab).sqrt() * e,
+                "this is x̂_0, the predicted clean image; the exercise asks for the mean of x_{t−1}": (
+                    x - (1 - ab).sqrt() * e
+                )
+                / ab.sqrt(),
+            },
+            f"{name} ({desc})",
+        )
         expect_close(mu, ref, f"{name} ({desc})", ATOL, RTOL, hint="μ_θ = (x_t − β_t/√(1−ᾱ_t)·ε_θ)/√α_t")
     return passed(name, "μ_θ(x_t, ε_θ) matches p_mean_variance on two schedules, t = 0 … T−1")
 
@@ -223,20 +259,30 @@ def check_p_step(fn: Callable) -> bool:
         mask = (~at0).double()
         small_1 = float(tb["beta"][1] * (1 - tb["abar"][0]) / (1 - tb["abar"][1]))  # β̃ at index 1
         t0_hint = "no noise may be added at t = 0: the last step returns the mean μ_θ(x_1, 1) itself"
-        _diagnose(out, {
-            t0_hint: mean + torch.where(at0, torch.full_like(small, small_1), small).sqrt() * z,
-            "no noise may be added at t = 0 (mask it out: x_0 = μ_θ(x_1, 1) exactly)":
-                mean + torch.where(at0, b, small).sqrt() * z,
-            "this step uses Σ = β_t (the 'fixed_large' choice); the exercise asks for Σ = β̃_t":
-                mean + mask * b.sqrt() * z,
-            "the noise must be scaled by the standard deviation √β̃_t, not by the variance β̃_t":
-                mean + mask * small * z,
-            "the noise term is missing: x_{t−1} = μ_θ + √β̃_t·z for t > 0": mean,
-            "the noise term should be added, not subtracted": mean - mask * small.sqrt() * z,
-        }, f"{name} ({desc})")
-        expect_close(out, ref, f"{name} ({desc})", ATOL, RTOL,
-                     hint="x_{t−1} = μ_θ(x_t, t) + √β̃_t·z for t > 0 and μ_θ at t = 0, "
-                          "μ_θ = (x_t − β_t/√(1−ᾱ_t)·model(x_t, t))/√α_t")
+        _diagnose(
+            out,
+            {
+                t0_hint: mean + torch.where(at0, torch.full_like(small, small_1), small).sqrt() * z,
+                "no noise may be added at t = 0 (mask it out: x_0 = μ_θ(x_1, 1) exactly)": mean
+                + torch.where(at0, b, small).sqrt() * z,
+                "this step uses Σ = β_t (the 'fixed_large' choice); the exercise asks for Σ = β̃_t": mean
+                + mask * b.sqrt() * z,
+                "the noise must be scaled by the standard deviation √β̃_t, not by the variance β̃_t": mean
+                + mask * small * z,
+                "the noise term is missing: x_{t−1} = μ_θ + √β̃_t·z for t > 0": mean,
+                "the noise term should be added, not subtracted": mean - mask * small.sqrt() * z,
+            },
+            f"{name} ({desc})",
+        )
+        expect_close(
+            out,
+            ref,
+            f"{name} ({desc})",
+            ATOL,
+            RTOL,
+            hint="x_{t−1} = μ_θ(x_t, t) + √β̃_t·z for t > 0 and μ_θ at t = 0, "
+            "μ_θ = (x_t − β_t/√(1−ᾱ_t)·model(x_t, t))/√α_t",
+        )
     return passed(name, "one ancestral step matches p_sample with the same noise, t = 0 … T−1")
 
 
@@ -252,8 +298,10 @@ def check_one_shot_limit(fn: Callable) -> bool:
     if ans.shape == (1,) + tuple(data.shape[1:]):
         ans = ans[0]
     if ans.numel() == 1:
-        raise ExerciseError(f"{name}: a single number was returned; E[x_0|x_T] is an image — average over the "
-                            "dataset axis only (dim 0), not over the pixels too")
+        raise ExerciseError(
+            f"{name}: a single number was returned; E[x_0|x_T] is an image — average over the "
+            "dataset axis only (dim 0), not over the pixels too"
+        )
     expect_shape(ans, data.shape[1:], name, "(C,H,W)")
     # what the exact denoiser actually returns at the last step of a 1000-step cosine process
     abar = GaussianDiffusion(cosine_betas(1000), model_var_type="fixed_small").alphas_cumprod
@@ -264,12 +312,16 @@ def check_one_shot_limit(fn: Callable) -> bool:
     if _close(ans, mean, atol=1e-4, rtol=1e-4):
         return passed(name, "from pure noise the exact denoiser returns the dataset mean")
     if _close(ans, torch.zeros_like(mean)):
-        raise ExerciseError(f"{name}: zero is the mean of the noise x_T, but the denoiser returns an average of "
-                            "training images, weighted by how well each explains x_T")
+        raise ExerciseError(
+            f"{name}: zero is the mean of the noise x_T, but the denoiser returns an average of "
+            "training images, weighted by how well each explains x_T"
+        )
     if _close(ans, data.median(0).values):
         raise ExerciseError(f"{name}: the median minimises the L1 error; E[x_0|x_T] minimises the squared error")
     if any(_close(ans, d) for d in data):
-        raise ExerciseError(f"{name}: a single training image is what you get at *low* noise; at t = T every "
-                            "image explains x_T equally well, so the weights w_i are all 1/N")
+        raise ExerciseError(
+            f"{name}: a single training image is what you get at *low* noise; at t = T every "
+            "image explains x_T equally well, so the weights w_i are all 1/N"
+        )
     expect_close(ans, mean, name, 1e-4, 1e-4, hint="E[x_0|x_T] = Σ_i w_i x^(i) with every w_i = 1/N")
     return True  # pragma: no cover (expect_close raised)

@@ -19,7 +19,16 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from glide_edu.checks import ExerciseError, expect_close, expect_shape, expect_tensor, passed
+from glide_edu.checks import (
+    ExerciseError,
+    call_reader,
+    expect_close,
+    expect_shape,
+    expect_tensor,
+    passed,
+    raise_if_matches,
+    values_close,
+)
 from glide_edu.diffusion import GaussianDiffusion
 from glide_edu.losses import normal_kl
 from glide_edu.nn.layers import timestep_embedding as reference_timestep_embedding
@@ -38,27 +47,9 @@ def _timesteps(T: int, gen: torch.Generator, n_random: int = 3) -> Tensor:
     return torch.cat([torch.tensor([0, 1, T - 1]), torch.randint(2, T - 1, (n_random,), generator=gen)]).long()
 
 
-def _close(actual: Tensor, expected: Tensor, atol: float, rtol: float) -> bool:
-    if actual.shape != expected.shape:
-        return False
-    a, e = actual.detach().double().cpu(), expected.detach().double().cpu()
-    return bool(torch.isfinite(a).all() and ((a - e).abs() <= atol + rtol * e.abs()).all())
-
-
-def _diagnose(actual: Tensor, candidates: dict[str, Tensor], name: str, atol: float, rtol: float) -> None:
-    """Raise with the hint of the first wrong-but-typical candidate that ``actual`` matches."""
-    for hint, cand in candidates.items():
-        if _close(actual, cand, atol, rtol):
-            raise ExerciseError(f"{name}: {hint}")
-
-
-def _call(fn: Callable, what: str, *args):
-    try:
-        return fn(*args)
-    except ExerciseError:
-        raise
-    except Exception as err:  # the reader's code crashed: say where, keep the original message
-        raise ExerciseError(f"{what} raised {type(err).__name__}: {err}") from err
+_close = values_close
+_diagnose = raise_if_matches
+_call = call_reader
 
 
 def _as_tensor(value: object, name: str) -> Tensor:
@@ -114,8 +105,10 @@ def check_l_simple(fn: Callable) -> bool:
         out = _call(fn, name, model, x0.clone(), t.clone(), noise.clone(), abar_np.copy())
         loss = _as_tensor(out, name)
         if loss.numel() == B and loss.ndim >= 1:
-            raise ExerciseError(f"{name}: got one value per sample, shape {tuple(loss.shape)}; L_simple is a single "
-                                "number — average over the batch too (mean over every axis)")
+            raise ExerciseError(
+                f"{name}: got one value per sample, shape {tuple(loss.shape)}; L_simple is a single "
+                "number — average over the batch too (mean over every axis)"
+            )
         if loss.numel() != 1:
             raise ExerciseError(f"{name}: expected a single number (a 0-d tensor), got shape {tuple(loss.shape)}")
         loss = loss.reshape(())
@@ -124,20 +117,26 @@ def check_l_simple(fn: Callable) -> bool:
         ref = diffusion.training_losses(ref_model, x0, t, noise=noise, loss_type="simple")["loss"].mean()
         if _close(loss, ref, 1e-5, 1e-4):
             if not loss.requires_grad:
-                raise ExerciseError(f"{name} ({desc}): the value is right but it carries no gradient — do not use "
-                                    ".item(), .detach(), NumPy or torch.no_grad() inside the loss, or "
-                                    "training cannot back-propagate through it")
+                raise ExerciseError(
+                    f"{name} ({desc}): the value is right but it carries no gradient — do not use "
+                    ".item(), .detach(), NumPy or torch.no_grad() inside the loss, or "
+                    "training cannot back-propagate through it"
+                )
             grads = torch.autograd.grad(loss, list(model.parameters()), allow_unused=True)
             if any(g is None for g in grads):
-                raise ExerciseError(f"{name} ({desc}): the loss does not depend on every model parameter; "
-                                    "call model(x_t, t) once on the noised batch")
+                raise ExerciseError(
+                    f"{name} ({desc}): the loss does not depend on every model parameter; "
+                    "call model(x_t, t) once on the noised batch"
+                )
             continue
         if not model.calls:
             raise ExerciseError(f"{name} ({desc}): the model was never called — ε_θ = model(x_t, t)")
         seen_x, seen_t = model.calls[-1]
         if seen_t.shape == t.shape and not torch.equal(seen_t.long(), t):
-            raise ExerciseError(f"{name} ({desc}): the model must receive the same integer timesteps t that "
-                                "noised the batch (got different values)")
+            raise ExerciseError(
+                f"{name} ({desc}): the model must receive the same integer timesteps t that "
+                "noised the batch (got different values)"
+            )
 
         # the typical slips, each recomputed with the reference model
         ab = torch.as_tensor(abar_np)[t].view(-1, 1, 1, 1)
@@ -149,34 +148,42 @@ def check_l_simple(fn: Callable) -> bool:
 
         good_xt = ab.sqrt() * x0d + (1 - ab).sqrt() * nd
         eps_hat = run(good_xt)
-        hint_coefs = ("x_t = √ᾱ_t·x_0 + √(1−ᾱ_t)·ε: the signal gets √ᾱ_t and the noise √(1−ᾱ_t)")
+        hint_coefs = "x_t = √ᾱ_t·x_0 + √(1−ᾱ_t)·ε: the signal gets √ᾱ_t and the noise √(1−ᾱ_t)"
         candidates = {
-            "the two coefficients are swapped — " + hint_coefs:
-                ((nd - run((1 - ab).sqrt() * x0d + ab.sqrt() * nd)) ** 2).mean(),
-            "square roots are missing — " + hint_coefs:
-                ((nd - run(ab * x0d + (1 - ab) * nd)) ** 2).mean(),
-            "looks like you used ᾱ_{t−1} (alphas_cumprod[t − 1]) — noise the batch with ᾱ_t = alphas_cumprod[t]":
-                ((nd - run(ab_wrap.sqrt() * x0d + (1 - ab_wrap).sqrt() * nd)) ** 2).mean(),
-            "the target is the clean image x_0; with the ε-parameterisation the network predicts the noise ε":
-                ((x0d - eps_hat) ** 2).mean(),
-            "the model was given the clean x_0; it must see the noised x_t = √ᾱ_t·x_0 + √(1−ᾱ_t)·ε":
-                ((nd - run(x0d)) ** 2).mean(),
-            "this is a sum; L_simple averages the squared error over batch, channels and pixels (use .mean())":
-                ((nd - eps_hat) ** 2).sum(),
+            "the two coefficients are swapped — " + hint_coefs: (
+                (nd - run((1 - ab).sqrt() * x0d + ab.sqrt() * nd)) ** 2
+            ).mean(),
+            "square roots are missing — " + hint_coefs: ((nd - run(ab * x0d + (1 - ab) * nd)) ** 2).mean(),
+            "looks like you used ᾱ_{t−1} (alphas_cumprod[t − 1]) — noise the batch with ᾱ_t = alphas_cumprod[t]": (
+                (nd - run(ab_wrap.sqrt() * x0d + (1 - ab_wrap).sqrt() * nd)) ** 2
+            ).mean(),
+            "the target is the clean image x_0; with the ε-parameterisation the network predicts the noise ε": (
+                (x0d - eps_hat) ** 2
+            ).mean(),
+            "the model was given the clean x_0; it must see the noised x_t = √ᾱ_t·x_0 + √(1−ᾱ_t)·ε": (
+                (nd - run(x0d)) ** 2
+            ).mean(),
+            "this is a sum; L_simple averages the squared error over batch, channels and pixels (use .mean())": (
+                (nd - eps_hat) ** 2
+            ).sum(),
             "this sums over pixels and averages over the batch; the library (and this exercise) averages over "
-            "every axis — use .mean()":
-                ((nd - eps_hat) ** 2).flatten(1).sum(1).mean(),
-            "this is an L1 (absolute) error; L_simple is the mean *squared* error":
-                (nd - eps_hat).abs().mean(),
-            "this is a root-mean-square; L_simple is the mean squared error itself (no square root)":
-                ((nd - eps_hat) ** 2).mean().sqrt(),
+            "every axis — use .mean()": ((nd - eps_hat) ** 2).flatten(1).sum(1).mean(),
+            "this is an L1 (absolute) error; L_simple is the mean *squared* error": (nd - eps_hat).abs().mean(),
+            "this is a root-mean-square; L_simple is the mean squared error itself (no square root)": (
+                (nd - eps_hat) ** 2
+            )
+            .mean()
+            .sqrt(),
         }
         _diagnose(loss, candidates, f"{name} ({desc})", 1e-5, 1e-4)
         if seen_x.shape == x0.shape and not _close(seen_x, good_xt, 1e-4, 1e-4):
-            raise ExerciseError(f"{name} ({desc}): the model was not called on x_t = √ᾱ_t·x_0 + √(1−ᾱ_t)·ε "
-                                "(use the given noise and alphas_cumprod[t], one value per sample)")
-        expect_close(loss, ref, f"{name} ({desc})", 1e-5, 1e-4,
-                     hint="mean((noise − model(√ᾱ_t·x0 + √(1−ᾱ_t)·noise, t))²)")
+            raise ExerciseError(
+                f"{name} ({desc}): the model was not called on x_t = √ᾱ_t·x_0 + √(1−ᾱ_t)·ε "
+                "(use the given noise and alphas_cumprod[t], one value per sample)"
+            )
+        expect_close(
+            loss, ref, f"{name} ({desc})", 1e-5, 1e-4, hint="mean((noise − model(√ᾱ_t·x0 + √(1−ᾱ_t)·noise, t))²)"
+        )
     return passed(name, "matches diffusion.training_losses(..., loss_type='simple') on two schedules")
 
 
@@ -207,9 +214,10 @@ def kl_per_squared_error(betas: np.ndarray, sigma2: np.ndarray, seed: int = 0) -
     b, a = torch.as_tensor(betas).view(shape), torch.as_tensor(1 - betas).view(shape)
     ab = torch.as_tensor(d.alphas_cumprod).view(shape)
     x_t = ab.sqrt() * x0 + (1 - ab).sqrt() * eps
-    mean_q = torch.as_tensor(d.posterior_mean_coef1).view(shape) * x0 + torch.as_tensor(
-        d.posterior_mean_coef2
-    ).view(shape) * x_t
+    mean_q = (
+        torch.as_tensor(d.posterior_mean_coef1).view(shape) * x0
+        + torch.as_tensor(d.posterior_mean_coef2).view(shape) * x_t
+    )
     logvar_q = torch.as_tensor(d.posterior_log_variance_clipped).view(shape).expand_as(x0)
     logvar_p = torch.as_tensor(np.log(sigma2)).view(shape).expand_as(x0)
 
@@ -240,21 +248,26 @@ def check_elbo_weight(fn: Callable) -> bool:
         assert _close(measured, ref, 1e-9, 1e-6), "internal: λ_t does not match the KL"
         if _close(lam, ref, 1e-12, 1e-6):
             continue
-        _diagnose(lam, {
-            "a factor 2 is off: the Gaussian KL has 1/(2σ_t²), so λ_t = β_t²/(2σ_t²·α_t·(1−ᾱ_t))": 2 * ref,
-            "the factor ½ is applied twice: λ_t = β_t²/(2σ_t²·α_t·(1−ᾱ_t))": ref / 2,
-            "β_t must be squared: μ̃_t − μ_θ = β_t/(√α_t·√(1−ᾱ_t))·(ε_θ − ε), and the KL squares it": ref / b,
-            "use the cumulative ᾱ_t in (1−ᾱ_t), not the one-step α_t": b**2 / (2 * s2 * a * (1 - a)),
-            "(1−ᾱ_t) should not have a square root here — the square of 1/√(1−ᾱ_t) is 1/(1−ᾱ_t)":
-                b**2 / (2 * s2 * a * (1 - ab).sqrt()),
-            "α_t is missing: μ_θ divides by √α_t, which becomes 1/α_t once squared":
-                b**2 / (2 * s2 * (1 - ab)),
-            "α_t should not have a square root here — (1/√α_t)² = 1/α_t": b**2 / (2 * s2 * a.sqrt() * (1 - ab)),
-            "use the one-step α_t in the denominator, not the cumulative ᾱ_t": b**2 / (2 * s2 * ab * (1 - ab)),
-            "σ_t² is the variance already; do not square it again": b**2 / (2 * s2**2 * a * (1 - ab)),
-            "the variance σ_t² is missing from the denominator: λ_t = β_t²/(2σ_t²·α_t·(1−ᾱ_t))":
-                b**2 / (2 * a * (1 - ab)),
-        }, f"{name} ({desc})", 1e-12, 1e-6)
+        _diagnose(
+            lam,
+            {
+                "a factor 2 is off: the Gaussian KL has 1/(2σ_t²), so λ_t = β_t²/(2σ_t²·α_t·(1−ᾱ_t))": 2 * ref,
+                "the factor ½ is applied twice: λ_t = β_t²/(2σ_t²·α_t·(1−ᾱ_t))": ref / 2,
+                "β_t must be squared: μ̃_t − μ_θ = β_t/(√α_t·√(1−ᾱ_t))·(ε_θ − ε), and the KL squares it": ref / b,
+                "use the cumulative ᾱ_t in (1−ᾱ_t), not the one-step α_t": b**2 / (2 * s2 * a * (1 - a)),
+                "(1−ᾱ_t) should not have a square root here — the square of 1/√(1−ᾱ_t) is 1/(1−ᾱ_t)": b**2
+                / (2 * s2 * a * (1 - ab).sqrt()),
+                "α_t is missing: μ_θ divides by √α_t, which becomes 1/α_t once squared": b**2 / (2 * s2 * (1 - ab)),
+                "α_t should not have a square root here — (1/√α_t)² = 1/α_t": b**2 / (2 * s2 * a.sqrt() * (1 - ab)),
+                "use the one-step α_t in the denominator, not the cumulative ᾱ_t": b**2 / (2 * s2 * ab * (1 - ab)),
+                "σ_t² is the variance already; do not square it again": b**2 / (2 * s2**2 * a * (1 - ab)),
+                "the variance σ_t² is missing from the denominator: λ_t = β_t²/(2σ_t²·α_t·(1−ᾱ_t))": b**2
+                / (2 * a * (1 - ab)),
+            },
+            f"{name} ({desc})",
+            1e-12,
+            1e-6,
+        )
         expect_close(lam, ref, f"{name} ({desc})", 1e-12, 1e-6, hint="λ_t = β_t²/(2σ_t²·α_t·(1−ᾱ_t))")
     return passed(name, "λ_t equals the KL per unit of squared ε-error on two schedules, for σ² = β and β̃")
 
@@ -281,21 +294,38 @@ def check_timestep_embedding(fn: Callable) -> bool:
         def with_freqs(freqs: Tensor, td: Tensor = td) -> Tensor:
             return torch.cat([torch.cos(td * freqs), torch.sin(td * freqs)], dim=1)
 
-        _diagnose(emb, {
-            "sin comes first here; this model puts the cosine half first: [cos(t·f_k)…, sin(t·f_k)…]":
-                torch.cat([sin, cos], 1),
-            "the cos and sin values are interleaved (cos, sin, cos, sin, …); put all cosines first, "
-            "then all sines": torch.stack([cos, sin], 2).flatten(1),
-            "the frequencies are f_k = exp(−ln(10000)·k/half) with half = dim/2 — you divided by dim":
-                with_freqs(torch.exp(-np.log(10000.0) * k / dim)),
-            "the frequencies are f_k = exp(−ln(10000)·k/half) — dividing by half − 1 is another convention "
-            "(diffusers' downscale_freq_shift=1), not this model's":
-                with_freqs(torch.exp(-np.log(10000.0) * k / max(half - 1, 1))),
-            "the frequencies decrease with k: f_k = exp(−ln(10000)·k/half), a minus sign is missing":
-                with_freqs(torch.exp(np.log(10000.0) * k / half)),
-            "the frequencies are f_k = 10000^(−k/half), i.e. exp(−ln(10000)·k/half); the log is missing":
-                with_freqs(torch.exp(-10000.0 * k / half)),
-        }, f"{name} (dim={dim})", atol, rtol)
-        expect_close(emb, ref, f"{name} (dim={dim})", atol, 1e-3,
-                     hint="[cos(t·f_k) for k < half] + [sin(t·f_k) for k < half], f_k = exp(−ln(10000)·k/half)")
+        _diagnose(
+            emb,
+            {
+                "sin comes first here; this model puts the cosine half first: [cos(t·f_k)…, sin(t·f_k)…]": torch.cat(
+                    [sin, cos], 1
+                ),
+                "the cos and sin values are interleaved (cos, sin, cos, sin, …); put all cosines first, "
+                "then all sines": torch.stack([cos, sin], 2).flatten(1),
+                "the frequencies are f_k = exp(−ln(10000)·k/half) with half = dim/2 — you divided by dim": with_freqs(
+                    torch.exp(-np.log(10000.0) * k / dim)
+                ),
+                "the frequencies are f_k = exp(−ln(10000)·k/half) — dividing by half − 1 is another convention "
+                "(diffusers' downscale_freq_shift=1), not this model's": with_freqs(
+                    torch.exp(-np.log(10000.0) * k / max(half - 1, 1))
+                ),
+                "the frequencies decrease with k: f_k = exp(−ln(10000)·k/half), a minus sign is missing": with_freqs(
+                    torch.exp(np.log(10000.0) * k / half)
+                ),
+                "the frequencies are f_k = 10000^(−k/half), i.e. exp(−ln(10000)·k/half); the log is missing": with_freqs(
+                    torch.exp(-10000.0 * k / half)
+                ),
+            },
+            f"{name} (dim={dim})",
+            atol,
+            rtol,
+        )
+        expect_close(
+            emb,
+            ref,
+            f"{name} (dim={dim})",
+            atol,
+            1e-3,
+            hint="[cos(t·f_k) for k < half] + [sin(t·f_k) for k < half], f_k = exp(−ln(10000)·k/half)",
+        )
     return passed(name, "matches glide_edu.nn.layers.timestep_embedding for dim = 8, 32, 128")
