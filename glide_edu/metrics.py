@@ -164,3 +164,41 @@ def sample_quality(real: Tensor, fake: Tensor, net: DigitFeatureNet | None = Non
     net = net or load_feature_net()
     p, r = precision_recall(net.features(real), net.features(fake), k=k)
     return {"fid_proxy": fid_proxy(real, fake, net), "precision": p, "recall": r}
+
+
+@torch.no_grad()
+def diversity(images: Tensor, net: DigitFeatureNet | None = None) -> float:
+    """Mean pairwise Euclidean distance between the digit features of ``images`` ([−1, 1], (N, 1, 16, 16)).
+
+    0 when every sample is the same image; larger when the samples spread out in feature space. Like the
+    FID-proxy it is only comparable between numbers computed with the same feature network.
+    """
+    if images.ndim != 4 or images.shape[0] < 2:
+        raise ValueError(f"diversity needs (N >= 2, 1, 16, 16) images, got {tuple(images.shape)}")
+    net = net or load_feature_net()
+    feats = net.features(images.clamp(-1, 1)).double()
+    n = feats.shape[0]
+    return float(torch.pdist(feats).sum() * 2 / (n * (n - 1)))
+
+
+@torch.no_grad()
+def guided_sample_quality(
+    real: Tensor, fake: Tensor, labels: Tensor, net: DigitFeatureNet | None = None, k: int = 3
+) -> dict[str, float]:
+    """Everything a guidance sweep reports for ``fake`` samples drawn for target ``labels``.
+
+    Returns ``fid_proxy``, ``precision``, ``recall`` (against ``real``, see :func:`sample_quality`),
+    ``accuracy`` (the feature net, a clean classifier trained apart from any guiding classifier, agrees with
+    the target label) and ``diversity`` (:func:`diversity`, averaged over the classes present in ``labels``
+    so that it measures spread *within* a class, not the spread between classes).
+    """
+    if labels.shape != (fake.shape[0],):
+        raise ValueError(f"need one label per sample: {fake.shape[0]} samples, labels of shape {tuple(labels.shape)}")
+    net = net or load_feature_net()
+    out = sample_quality(real, fake, net, k=k)
+    out["accuracy"] = classifier_accuracy(net, fake, labels)
+    per_class = [diversity(fake[labels == c], net) for c in labels.unique().tolist() if int((labels == c).sum()) >= 2]
+    if not per_class:
+        raise ValueError("diversity needs at least two samples of some class")
+    out["diversity"] = float(sum(per_class) / len(per_class))
+    return out

@@ -75,3 +75,32 @@ def test_small_checkpoint_round_trip_and_bad_files(tmp_path) -> None:
         read_metadata(truncated)
     with pytest.raises(FileNotFoundError, match="no checkpoint"):
         read_metadata(tmp_path / "missing.safetensors")
+
+
+def test_diversity_is_zero_for_copies_and_grows_with_spread() -> None:
+    from glide_edu.metrics import diversity
+
+    net = load_feature_net()
+    test_x, test_y = load_digits(16, "test")
+    same = test_x[:1].repeat(20, 1, 1, 1)
+    assert diversity(same, net) == pytest.approx(0.0, abs=1e-5)
+    one_class = test_x[test_y == 3][:40]
+    all_classes = test_x[:40]
+    assert 0 < diversity(one_class, net) < diversity(all_classes, net)
+    with pytest.raises(ValueError, match="N >= 2"):
+        diversity(test_x[:1], net)
+
+
+def test_guided_sample_quality_reports_all_five_numbers() -> None:
+    from glide_edu.metrics import guided_sample_quality
+
+    net = load_feature_net()
+    test_x, test_y = load_digits(16, "test")
+    train_x, _ = load_digits(16, "train")
+    q = guided_sample_quality(train_x[:400], test_x[:200], test_y[:200], net)
+    assert set(q) == {"fid_proxy", "precision", "recall", "accuracy", "diversity"}
+    assert q["accuracy"] > 0.95 and q["diversity"] > 0
+    wrong = guided_sample_quality(train_x[:400], test_x[:200], (test_y[:200] + 1) % 10, net)
+    assert wrong["accuracy"] < 0.1 and wrong["diversity"] == pytest.approx(q["diversity"])  # same groups
+    with pytest.raises(ValueError, match="one label per sample"):
+        guided_sample_quality(train_x[:400], test_x[:200], test_y[:100], net)
