@@ -160,15 +160,23 @@ class SamplingMixin:
         return {"sample": sample, "pred_xstart": out.pred_xstart}
 
     # ----------------------------------------------------------------------------------- loops
-    def _start(self, shape: Sequence[int], noise: Tensor | None, device: Any, noise_fn: NoiseFn) -> Tensor:
+    def _start(
+        self, shape: Sequence[int], noise: Tensor | None, device: Any, noise_fn: NoiseFn, temperature: float = 1.0
+    ) -> Tensor:
+        """x_T = temperature · (``noise`` if given, else a draw from ``noise_fn``)."""
+        if not temperature > 0:
+            raise ValueError(
+                f"temperature must be > 0 (1.0 = plain N(0, I); GLIDE's upsampler uses 0.997), got {temperature}"
+            )
         if noise is not None:
             if tuple(noise.shape) != tuple(shape):
                 raise ValueError(f"initial noise has shape {tuple(noise.shape)} but shape={tuple(shape)} was asked")
-            return noise.to(device) if device is not None else noise
-        if len(shape) < 2:
-            raise ValueError(f"shape must be (B, C, ...), got {tuple(shape)}")
-        probe = torch.empty(tuple(shape), device=device or "cpu")
-        return noise_fn(probe)
+            x = noise.to(device) if device is not None else noise
+        else:
+            if len(shape) < 2:
+                raise ValueError(f"shape must be (B, C, ...), got {tuple(shape)}")
+            x = noise_fn(torch.empty(tuple(shape), device=device or "cpu"))
+        return x * temperature if temperature != 1.0 else x
 
     def _indices(self, progress: bool, reverse: bool = True) -> Iterator[int]:
         steps = range(self.num_timesteps - 1, -1, -1) if reverse else range(self.num_timesteps)
@@ -187,10 +195,15 @@ class SamplingMixin:
         progress: bool = False,
         generator: torch.Generator | None = None,
         noise_fn: NoiseFn | None = None,
+        temperature: float = 1.0,
     ) -> Iterator[SampleStep]:
-        """Yield a :class:`SampleStep` after each ancestral step, from x_T = ``noise`` (or a fresh draw) to x_0."""
+        """Yield a :class:`SampleStep` after each ancestral step, from x_T to x_0.
+
+        x_T = ``temperature`` · ``noise`` (or · a fresh draw); only x_T is scaled, not the per-step noise
+        (GLIDE's upsampler: temperature 0.997, "1.0 is sharper, but sometimes results in grainy artifacts").
+        """
         noise_fn = noise_fn or randn_noise_fn(generator)
-        x = self._start(shape, noise, device, noise_fn)
+        x = self._start(shape, noise, device, noise_fn, temperature)
         for i in self._indices(progress):
             t = torch.full((x.shape[0],), i, device=x.device, dtype=torch.long)
             with torch.no_grad():
@@ -216,10 +229,11 @@ class SamplingMixin:
         eta: float = 0.0,
         generator: torch.Generator | None = None,
         noise_fn: NoiseFn | None = None,
+        temperature: float = 1.0,
     ) -> Iterator[SampleStep]:
-        """Yield a :class:`SampleStep` after each DDIM step (η = 0: deterministic)."""
+        """Yield a :class:`SampleStep` after each DDIM step (η = 0: deterministic); x_T as in the ancestral loop."""
         noise_fn = noise_fn or randn_noise_fn(generator)
-        x = self._start(shape, noise, device, noise_fn)
+        x = self._start(shape, noise, device, noise_fn, temperature)
         for i in self._indices(progress):
             t = torch.full((x.shape[0],), i, device=x.device, dtype=torch.long)
             with torch.no_grad():
