@@ -8,15 +8,35 @@ conditional noise prediction,
 with s = ``guidance_scale`` (s = 1: the conditional model, s = 0: the unconditional one). GLIDE evaluates
 both branches in one doubled batch — first half conditional, second half unconditional — and guides only
 the ε channels; the variance channels stay each row's own output.
+
+For class labels (chapter 6) :func:`class_conditional_cfg` wraps a network trained with a learned null
+label into a B-row model function that builds the doubled batch [x; x] with labels [y; ∅] itself, and
+:func:`sample_cfg` samples with it.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import Tensor
+
+__all__ = ["check_guidance_scale", "classifier_free_guidance", "class_conditional_cfg", "sample_cfg"]
+
+
+def check_guidance_scale(guidance_scale: float) -> float:
+    """``guidance_scale`` as a float; a one-line ValueError unless it is a finite number >= 0."""
+    try:
+        s = float(guidance_scale)
+    except (TypeError, ValueError):
+        raise ValueError(f"guidance_scale must be a number >= 0, got {guidance_scale!r}") from None
+    if not math.isfinite(s) or s < 0:
+        raise ValueError(
+            f"guidance_scale must be a finite number >= 0 (1 = no guidance, 0 = unconditional), got {guidance_scale}"
+        )
+    return s
 
 
 def classifier_free_guidance(
@@ -30,6 +50,7 @@ def classifier_free_guidance(
     combined as ε_u + s(ε_c − ε_u) and written to both halves; the remaining channels (the learned variance
     v) are left as each row's own output.
     """
+    guidance_scale = check_guidance_scale(guidance_scale)
 
     def model_fn(x_t: Tensor, ts: Tensor, **kwargs: Any) -> Tensor:
         if x_t.shape[0] % 2:
@@ -42,3 +63,71 @@ def classifier_free_guidance(
         return torch.cat([torch.cat([half_eps, half_eps], dim=0), rest], dim=1)
 
     return model_fn
+
+
+def class_conditional_cfg(
+    model: Callable[..., Tensor], guidance_scale: float, null_label: int, eps_channels: int | None = None
+) -> Callable[..., Tensor]:
+    """CFG model function for a class-conditional network with a learned null label.
+
+    ``model(x, t, y=labels)`` must accept ``null_label`` as "no label" (the network was trained with labels
+    replaced by it with probability p_uncond). The returned ``model_fn(x_t, t, y=labels)`` takes an
+    ordinary batch of B rows, labels in 0…``null_label`` (``null_label`` itself asks for the unconditional
+    model), and returns B rows:
+
+    * ε channels (the first ``eps_channels``, default: as many as x_t has): ε(x_t|∅) + s·(ε(x_t|y) − ε(x_t|∅));
+    * any further channels (a learned variance): the conditional branch's own, unguided.
+
+    Both branches run in one network call on the doubled batch [x_t; x_t] with labels [y; ∅], as in GLIDE's
+    :func:`classifier_free_guidance`; here the caller never sees the doubled batch.
+    """
+    guidance_scale = check_guidance_scale(guidance_scale)
+    if isinstance(null_label, bool) or not isinstance(null_label, int) or null_label < 1:
+        raise ValueError(f"null_label must be a positive integer (the 'no label' index), got {null_label!r}")
+
+    def model_fn(x_t: Tensor, ts: Tensor, y: Tensor | None = None, **kwargs: Any) -> Tensor:
+        if y is None:
+            raise ValueError("class-conditional CFG needs labels: call model_fn(x_t, t, y=labels)")
+        y = torch.as_tensor(y, device=x_t.device)
+        if y.shape != (x_t.shape[0],) or y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
+            raise ValueError(f"y must be {x_t.shape[0]} integer labels, got {y.dtype} of shape {tuple(y.shape)}")
+        bad = y[(y < 0) | (y > null_label)]
+        if bad.numel():
+            raise ValueError(f"labels must lie in 0…{null_label} ({null_label} = no label), got {bad.tolist()}")
+        c = eps_channels if eps_channels is not None else x_t.shape[1]
+        doubled_y = torch.cat([y.long(), torch.full_like(y.long(), null_label)])
+        out = model(torch.cat([x_t, x_t]), torch.cat([ts, ts]), y=doubled_y, **kwargs)
+        cond, uncond = out.split(x_t.shape[0])
+        # s·ε_c + (1 − s)·ε_u is ε_u + s(ε_c − ε_u) rearranged: s = 1 gives ε_c and s = 0 gives ε_u bit for bit
+        eps = guidance_scale * cond[:, :c] + (1.0 - guidance_scale) * uncond[:, :c]
+        return torch.cat([eps, cond[:, c:]], dim=1)
+
+    return model_fn
+
+
+@torch.no_grad()
+def sample_cfg(
+    model: Callable[..., Tensor],
+    diffusion: Any,
+    labels: Tensor,
+    guidance_scale: float,
+    null_label: int,
+    noise: Tensor,
+    method: str = "ancestral",
+    generator: torch.Generator | None = None,
+    eta: float = 0.0,
+) -> Tensor:
+    """Samples x_0 for ``labels`` from x_T = ``noise`` with classifier-free guidance at ``guidance_scale``.
+
+    ``method`` is "ancestral" (p_sample_loop; a learned Σ comes from the conditional branch) or "ddim"
+    (deterministic for η = 0). ``diffusion`` may be respaced: the network still receives original timesteps.
+    """
+    if method not in ("ancestral", "ddim"):
+        raise ValueError(f"method must be 'ancestral' or 'ddim', got {method!r}")
+    if noise.shape[0] != len(labels):
+        raise ValueError(f"need one label per sample: noise has {noise.shape[0]} rows, labels {len(labels)}")
+    model_fn = class_conditional_cfg(model, guidance_scale, null_label)
+    kwargs = {"noise": noise, "model_kwargs": {"y": torch.as_tensor(labels)}, "generator": generator}
+    if method == "ddim":
+        return diffusion.ddim_sample_loop(model_fn, noise.shape, eta=eta, **kwargs)
+    return diffusion.p_sample_loop(model_fn, noise.shape, **kwargs)

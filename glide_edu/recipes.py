@@ -3,6 +3,9 @@
     python -m glide_edu.recipes digits --loss simple   # → data/checkpoints/digits_simple.safetensors
     python -m glide_edu.recipes digits --loss hybrid   # → data/checkpoints/digits_hybrid.safetensors
     python -m glide_edu.recipes fid-features           # → data/fid_digits.safetensors (FID-proxy features)
+    python -m glide_edu.recipes classifier --noised    # → data/checkpoints/digits_classifier_noisy.safetensors
+    python -m glide_edu.recipes classifier --clean     # → data/checkpoints/digits_classifier_clean.safetensors
+    python -m glide_edu.recipes digits-cfg --p-uncond 0.1  # → data/checkpoints/digits_cfg_p10.safetensors
 
 Both train the same ADM UNet (1.9 M parameters) on the 16×16 digits with a 1000-step cosine schedule;
 ``simple`` predicts ε with a fixed Σ (L_simple), ``hybrid`` also learns Σ (L_simple + λ·L_vlb, λ = 0.001).
@@ -90,6 +93,69 @@ def train_digits(
     return save_small_checkpoint(out, trainer.ema_model, unet_cfg, diffusion_cfg, info)
 
 
+NULL_LABEL = 10  # the learned "no label" embedding of the class-conditional digits models (classes 0–9)
+CFG_STEPS = 1500
+
+
+def cfg_checkpoint_name(p_uncond: float) -> str:
+    """``digits_cfg_p10`` for p_uncond = 0.1: the shipped class-conditional model trained with that dropout."""
+    return f"digits_cfg_p{round(p_uncond * 100):02d}"
+
+
+def train_digits_cfg(
+    p_uncond: float,
+    steps: int | None = None,
+    out: Path | None = None,
+    run_dir: Path | None = None,
+    seed: int = 0,
+    progress: bool = True,
+) -> Path:
+    """Train the class-conditional digits model of chapter 6 (hybrid loss, learned null label).
+
+    Same UNet and diffusion as ``digits --loss hybrid`` plus an 11-entry label embedding; each training
+    label is replaced by ``NULL_LABEL`` with probability ``p_uncond`` so one network learns ε(x_t | y) and
+    ε(x_t | ∅) (classifier-free guidance).
+    """
+    if not 0.0 < p_uncond < 1.0:
+        raise ValueError(f"p_uncond must lie strictly between 0 and 1, got {p_uncond}")
+    unet_cfg, diffusion_cfg = digits_configs("hybrid")
+    unet_cfg = replace(unet_cfg, num_classes=NULL_LABEL + 1)
+    torch.manual_seed(seed)
+    model = UNetModel(unet_cfg)
+    diffusion = create_diffusion(**diffusion_cfg)
+    images, labels = load_digits(16, "train")
+    steps = steps or CFG_STEPS
+    cfg = replace(DIGITS_TRAIN, steps=steps, seed=seed, progress=progress, loss_type="hybrid")
+    cfg.extra = {"p_uncond": p_uncond, "null_label": NULL_LABEL}
+    trainer = Trainer(
+        model,
+        diffusion,
+        images,
+        cfg,
+        labels=labels,
+        run_dir=run_dir,
+        model_config={"unet": asdict(unet_cfg)},
+        diffusion_config=diffusion_cfg,
+        label_dropout=p_uncond,
+        null_label=NULL_LABEL,
+    )
+    start = time.perf_counter()
+    history = trainer.train()
+    seconds = time.perf_counter() - start
+    out = out or CHECKPOINT_DIR / f"{cfg_checkpoint_name(p_uncond)}.safetensors"
+    info = {
+        "command": f"python -m glide_edu.recipes digits-cfg --p-uncond {p_uncond}",
+        "steps": trainer.step,
+        "train_seconds": round(seconds, 1),
+        "threads": torch.get_num_threads(),
+        "final_loss": history[-1]["loss"] if history else None,
+        "p_uncond": p_uncond,
+        "null_label": NULL_LABEL,
+        "weights": "EMA, stored as float16",
+    }
+    return save_small_checkpoint(out, trainer.ema_model, unet_cfg, diffusion_cfg, info)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m glide_edu.recipes", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="recipe", required=True)
@@ -100,6 +166,21 @@ def main(argv: list[str] | None = None) -> None:
     digits.add_argument("--run-dir", type=Path, default=None, help="keep resumable checkpoints here")
     digits.add_argument("--threads", type=int, default=None)
     digits.add_argument("--seed", type=int, default=0)
+    cfgp = sub.add_parser("digits-cfg", help="the class-conditional digits model with label dropout (chapter 6)")
+    cfgp.add_argument("--p-uncond", type=float, required=True, help="probability of the null label, e.g. 0.1")
+    cfgp.add_argument("--steps", type=int, default=None, help=f"default {CFG_STEPS}")
+    cfgp.add_argument("--out", type=Path, default=None, help="default data/checkpoints/digits_cfg_p<100·p>.safetensors")
+    cfgp.add_argument("--run-dir", type=Path, default=None, help="keep resumable checkpoints here")
+    cfgp.add_argument("--threads", type=int, default=None)
+    cfgp.add_argument("--seed", type=int, default=0)
+    clf = sub.add_parser("classifier", help="the noisy (or clean control) digits classifier of chapter 5")
+    noise_flag = clf.add_mutually_exclusive_group(required=True)
+    noise_flag.add_argument("--noised", action="store_true", help="train on q_sample(x_0, t), t uniform")
+    noise_flag.add_argument("--clean", action="store_true", help="the control: clean x_0, t = 0 only")
+    clf.add_argument("--steps", type=int, default=None, help="default 2000")
+    clf.add_argument("--out", type=Path, default=None, help="default data/checkpoints/digits_classifier_<noisy|clean>")
+    clf.add_argument("--threads", type=int, default=None)
+    clf.add_argument("--seed", type=int, default=0)
     feats = sub.add_parser("fid-features", help="the digit feature network of the FID-proxy (glide_edu.metrics)")
     feats.add_argument("--epochs", type=int, default=30)
     feats.add_argument("--seed", type=int, default=0)
@@ -113,7 +194,15 @@ def main(argv: list[str] | None = None) -> None:
         net, accuracy = train_feature_net(args.epochs, args.seed)
         print(f"wrote {save_feature_net(net)} (test accuracy {accuracy:.4f})")
         return
-    path = train_digits(args.loss, args.steps, args.out, args.run_dir, args.seed)
+    if args.recipe == "classifier":
+        from glide_edu.classifier_guidance import train_and_save_classifier
+
+        print(f"wrote {train_and_save_classifier(args.noised, args.steps, args.out, args.seed)}")
+        return
+    if args.recipe == "digits-cfg":
+        path = train_digits_cfg(args.p_uncond, args.steps, args.out, args.run_dir, args.seed)
+    else:
+        path = train_digits(args.loss, args.steps, args.out, args.run_dir, args.seed)
     print(f"wrote {path}")
 
 

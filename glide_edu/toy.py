@@ -12,6 +12,7 @@ so the minimum-MSE denoiser is E[x_0 | x_t] = Σ_i w_i x^(i) and the optimal noi
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -183,3 +184,109 @@ def denoise_renoise_sample(
             z = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
             x = math.sqrt(a) * x0 + math.sqrt(1 - a) * z
     return (preds[-1], preds) if return_all else preds[-1]
+
+
+# ------------------------------------------------------------------------ chapter 6: a labelled Gaussian mixture
+class LabelledGaussianMixture:
+    """A mixture of isotropic Gaussians whose components belong to classes, with *exact* noised scores.
+
+    x_0 ~ Σ_k w_k N(μ_k, σ_k² I) and component k has class c_k. Under q(x_t | x_0) = N(√ᾱ x_0, (1−ᾱ) I)
+    every component stays Gaussian, N(√ᾱ μ_k, (ᾱσ_k² + 1 − ᾱ) I), so p(x_t), p(x_t | y), the class
+    posterior p(y | x_t) (Bayes) and the optimal noise predictions ε*(x_t) = −√(1−ᾱ) ∇ log p(x_t) and
+    ε*(x_t | y) are all closed form. Computations are in float64.
+
+    Args:
+        means: (K, D) component means μ_k; stds: (K,) σ_k; weights: (K,) w_k (normalised here);
+        classes: (K,) class index c_k of each component, in 0…C−1 with every class used.
+    """
+
+    def __init__(self, means: Tensor, stds: Tensor, weights: Tensor, classes: Tensor) -> None:
+        self.means = torch.as_tensor(means, dtype=torch.float64)
+        self.stds = torch.as_tensor(stds, dtype=torch.float64)
+        w = torch.as_tensor(weights, dtype=torch.float64)
+        self.classes = torch.as_tensor(classes, dtype=torch.long)
+        k = self.means.shape[0]
+        if self.means.ndim != 2 or self.stds.shape != (k,) or w.shape != (k,) or self.classes.shape != (k,):
+            raise ValueError("means must be (K, D) and stds, weights, classes (K,)")
+        if (self.stds <= 0).any() or (w <= 0).any():
+            raise ValueError("stds and weights must be positive")
+        self.num_classes = int(self.classes.max()) + 1
+        if sorted(self.classes.unique().tolist()) != list(range(self.num_classes)):
+            raise ValueError(f"classes must use every index 0…{self.num_classes - 1}")
+        self.weights = w / w.sum()
+
+    @classmethod
+    def example(cls) -> LabelledGaussianMixture:
+        """Three classes in 2-D, two overlapping components each (the chapter-6 demonstration)."""
+        means = [[-0.6, 0.5], [-0.1, 0.9], [0.6, 0.5], [0.1, -0.1], [0.0, -0.7], [-0.7, -0.3]]
+        return cls(torch.tensor(means), torch.full((6,), 0.18), torch.ones(6), torch.tensor([0, 0, 1, 1, 2, 2]))
+
+    @property
+    def class_weights(self) -> Tensor:
+        """p(y) = Σ_{k: c_k = y} w_k, (C,)."""
+        return torch.zeros(self.num_classes, dtype=torch.float64).index_add_(0, self.classes, self.weights)
+
+    def _component_terms(self, x_t: Tensor, alpha_bar: float) -> tuple[Tensor, Tensor, Tensor]:
+        """(log w_k + log N(x_t; √ᾱ μ_k, v_k I)  (B, K),  x_t − √ᾱ μ_k  (B, K, D),  v_k  (K,))."""
+        if not 0.0 < float(alpha_bar) <= 1.0:
+            raise ValueError(f"alpha_bar must lie in (0, 1], got {alpha_bar}")
+        x = x_t.double()
+        var = alpha_bar * self.stds**2 + (1.0 - alpha_bar)  # (K,)
+        diff = x[:, None, :] - math.sqrt(alpha_bar) * self.means[None]  # (B, K, D)
+        d = x.shape[1]
+        logn = -0.5 * (diff**2).sum(-1) / var - 0.5 * d * torch.log(2 * math.pi * var)
+        return torch.log(self.weights) + logn, diff, var
+
+    def _mask(self, logits: Tensor, y: Tensor | None) -> Tensor:
+        if y is None:
+            return logits
+        y = torch.as_tensor(y, dtype=torch.long).reshape(-1, 1)
+        return logits.masked_fill(self.classes[None, :] != y, float("-inf"))
+
+    def log_prob(self, x_t: Tensor, alpha_bar: float, y: Tensor | None = None) -> Tensor:
+        """log p(x_t) or, with labels ``y`` (B,), log p(x_t | y): (B,). Differentiable in x_t."""
+        logits, _, _ = self._component_terms(x_t, alpha_bar)
+        out = torch.logsumexp(self._mask(logits, y), dim=1)
+        if y is not None:
+            out = out - torch.log(self.class_weights)[torch.as_tensor(y, dtype=torch.long)]
+        return out
+
+    def log_class_posterior(self, x_t: Tensor, alpha_bar: float) -> Tensor:
+        """log p(y | x_t) for every class by Bayes, log p(x_t | y) + log p(y) − log p(x_t): (B, C)."""
+        logits, _, _ = self._component_terms(x_t, alpha_bar)
+        per_class = torch.stack([torch.logsumexp(logits[:, self.classes == c], 1) for c in range(self.num_classes)], 1)
+        return per_class - torch.logsumexp(logits, dim=1, keepdim=True)
+
+    def eps(self, x_t: Tensor, alpha_bar: float, y: Tensor | None = None) -> Tensor:
+        """ε*(x_t) or ε*(x_t | y) = −√(1−ᾱ)·∇ log p, in closed form (responsibility-weighted): (B, D)."""
+        logits, diff, var = self._component_terms(x_t, alpha_bar)
+        resp = torch.softmax(self._mask(logits, y), dim=1)  # p(k | x_t[, y])
+        score = -(resp[:, :, None] * diff / var[None, :, None]).sum(1)
+        return -math.sqrt(1.0 - alpha_bar) * score
+
+    def sample(self, n: int, y: Tensor | None = None, generator: torch.Generator | None = None) -> Tensor:
+        """n draws of x_0 (from p(x_0), or from p(x_0 | y) with labels ``y`` (n,)): (n, D) float64."""
+        probs = self._mask(torch.log(self.weights).expand(n, -1), y).softmax(1)
+        k = torch.multinomial(probs, 1, generator=generator).squeeze(1)
+        z = torch.randn(n, self.means.shape[1], generator=generator, dtype=torch.float64)
+        return self.means[k] + self.stds[k, None] * z
+
+    def as_model(self, alphas_cumprod: np.ndarray) -> Callable[..., Tensor]:
+        """``model(x_t, t, y)`` returning ε*(x_t | y), with y = C (num_classes) meaning no label, ε*(x_t).
+
+        ``alphas_cumprod`` indexes the timesteps the model receives (the un-respaced process). The output has
+        the dtype of x_t, so the mixture plugs into :func:`glide_edu.guidance.class_conditional_cfg` with
+        ``null_label = num_classes`` and into the samplers.
+        """
+        abar = np.asarray(alphas_cumprod, dtype=np.float64)
+
+        def model(x_t: Tensor, t: Tensor, y: Tensor) -> Tensor:
+            out = torch.empty_like(x_t, dtype=torch.float64)
+            for tv in t.unique().tolist():
+                for yv in torch.as_tensor(y).unique().tolist():
+                    rows = (t == tv) & (torch.as_tensor(y) == yv)
+                    label = None if yv == self.num_classes else torch.full((int(rows.sum()),), yv)
+                    out[rows] = self.eps(x_t[rows], float(abar[tv]), label)
+            return out.to(x_t.dtype)
+
+        return model
