@@ -33,12 +33,16 @@ def save_small_checkpoint(
     diffusion_config: dict[str, Any],
     info: dict[str, Any] | None = None,
     dtype: torch.dtype = torch.float16,
+    kind: str = "unet",
 ) -> Path:
-    """Write weights + configs into one safetensors file, atomically (temp file, then rename)."""
+    """Write weights + configs into one safetensors file, atomically (temp file, then rename).
+
+    ``kind`` names the network class (``"unet"``; ``"classifier"`` for :mod:`glide_edu.nn.classifier`).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     meta = {
-        "kind": "unet",
+        "kind": kind,
         "model_config": asdict(model_config),
         "diffusion_config": diffusion_config,
         "info": info or {},
