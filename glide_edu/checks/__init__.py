@@ -108,6 +108,7 @@ from glide_edu.checks.ch02 import (  # noqa: E402
     check_posterior_mean_variance,
 )
 from glide_edu.checks.ch03 import check_elbo_weight, check_l_simple, check_timestep_embedding  # noqa: E402
+from glide_edu.checks.ch06 import check_drop_labels, check_guided_output, check_implicit_classifier_grad  # noqa: E402
 
 __all__ = [
     "ExerciseError",
@@ -115,6 +116,9 @@ __all__ = [
     "check_elbo_weight",
     "check_l_simple",
     "check_timestep_embedding",
+    "check_drop_labels",
+    "check_guided_output",
+    "check_implicit_classifier_grad",
     "check_mu_from_eps",
     "check_one_shot_limit",
     "check_p_step",
