@@ -116,6 +116,7 @@ def sample_cfg(
     method: str = "ancestral",
     generator: torch.Generator | None = None,
     eta: float = 0.0,
+    clip_denoised: bool = True,
 ) -> Tensor:
     """Samples x_0 for ``labels`` from x_T = ``noise`` with classifier-free guidance at ``guidance_scale``.
 
@@ -128,6 +129,7 @@ def sample_cfg(
         raise ValueError(f"need one label per sample: noise has {noise.shape[0]} rows, labels {len(labels)}")
     model_fn = class_conditional_cfg(model, guidance_scale, null_label)
     kwargs = {"noise": noise, "model_kwargs": {"y": torch.as_tensor(labels)}, "generator": generator}
+    kwargs["clip_denoised"] = clip_denoised  # False for data that is not an image in [−1, 1]
     if method == "ddim":
         return diffusion.ddim_sample_loop(model_fn, noise.shape, eta=eta, **kwargs)
     return diffusion.p_sample_loop(model_fn, noise.shape, **kwargs)

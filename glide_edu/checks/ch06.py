@@ -59,19 +59,31 @@ def check_guided_output(fn: Callable) -> bool:
                 continue
             ec, eu, vc, vu = cond[:, :c], uncond[:, :c], cond[:, c:], uncond[:, c:]
             guided = eu + s * (ec - eu)
-            raise_if_matches(out, {
-                "the variance channels were guided too; only the first eps_channels (ε) are extrapolated — "
-                "the rest is the conditional branch's variance, unchanged": uncond + s * (cond - uncond),
-                "the variance channels come from the unconditional branch; GLIDE keeps the conditional one's":
-                    torch.cat([guided, vu], 1),
-                "the branches are swapped: start from the unconditional ε and move towards the conditional one, "
-                "ε_u + s·(ε_c − ε_u)": torch.cat([ec + s * (eu - ec), vc], 1),
-                "that is Ho & Salimans' (1 + w)·ε_c − w·ε_u with w = s; in GLIDE's convention s = 1 + w, "
-                "so s = 1 must give ε_c": torch.cat([(1 + s) * ec - s * eu, vc], 1),
-                "s·ε_c alone drops the unconditional term: ε̂ = ε_u + s·(ε_c − ε_u)": torch.cat([s * ec, vc], 1),
-            }, where, ATOL, RTOL)
-            expect_close(out, ref, where, ATOL, RTOL,
-                         hint="cat([ε_u + s·(ε_c − ε_u), v_c], dim=1) with ε = the first eps_channels channels")
+            raise_if_matches(
+                out,
+                {
+                    "the variance channels were guided too; only the first eps_channels (ε) are extrapolated — "
+                    "the rest is the conditional branch's variance, unchanged": uncond + s * (cond - uncond),
+                    "the variance channels come from the unconditional branch; GLIDE keeps the conditional "
+                    "branch's": torch.cat([guided, vu], 1),
+                    "the branches are swapped: start from the unconditional ε and move towards the conditional one, "
+                    "ε_u + s·(ε_c − ε_u)": torch.cat([ec + s * (eu - ec), vc], 1),
+                    "that is Ho & Salimans' (1 + w)·ε_c − w·ε_u with w = s; in GLIDE's convention s = 1 + w, "
+                    "so s = 1 must give ε_c": torch.cat([(1 + s) * ec - s * eu, vc], 1),
+                    "s·ε_c alone drops the unconditional term: ε̂ = ε_u + s·(ε_c − ε_u)": torch.cat([s * ec, vc], 1),
+                },
+                where,
+                ATOL,
+                RTOL,
+            )
+            expect_close(
+                out,
+                ref,
+                where,
+                ATOL,
+                RTOL,
+                hint="cat([ε_u + s·(ε_c − ε_u), v_c], dim=1) with ε = the first eps_channels channels",
+            )
     return passed(name, "ε_u + s·(ε_c − ε_u) on the ε channels, the conditional variance kept (s = 0, 1, 3, 7.5)")
 
 
@@ -93,16 +105,22 @@ def check_implicit_classifier_grad(fn: Callable) -> bool:
         if values_close(out, ref, 1e-8, 1e-6):
             continue
         diff = ec - eu
-        raise_if_matches(out, {
-            "the sign is flipped: ε points *away* from the data (ε = −√(1−ᾱ)·score), so the gradient is "
-            "−(ε_c − ε_u)/√(1−ᾱ_t)": diff / math.sqrt(1 - alpha_bar),
-            "the scale is missing: ε = −√(1−ᾱ_t)·∇log p, so divide the difference by √(1−ᾱ_t)": -diff,
-            "multiplied by √(1−ᾱ_t) instead of dividing by it": -diff * math.sqrt(1 - alpha_bar),
-            "divided by √ᾱ_t; the score scale is √(1−ᾱ_t), the noise level, not the signal level":
-                -diff / math.sqrt(alpha_bar),
-            "divided by (1−ᾱ_t), the variance; ε carries one factor of the standard deviation √(1−ᾱ_t)":
-                -diff / (1 - alpha_bar),
-        }, where, 1e-8, 1e-6)
+        raise_if_matches(
+            out,
+            {
+                "the sign is flipped: ε points *away* from the data (ε = −√(1−ᾱ)·score), so the gradient is "
+                "−(ε_c − ε_u)/√(1−ᾱ_t)": diff / math.sqrt(1 - alpha_bar),
+                "the scale is missing: ε = −√(1−ᾱ_t)·∇log p, so divide the difference by √(1−ᾱ_t)": -diff,
+                "multiplied by √(1−ᾱ_t) instead of dividing by it": -diff * math.sqrt(1 - alpha_bar),
+                "divided by √ᾱ_t; the score scale is √(1−ᾱ_t), the noise level, not the signal level": -diff
+                / math.sqrt(alpha_bar),
+                "divided by (1−ᾱ_t), the variance; ε carries one factor of the standard deviation √(1−ᾱ_t)": -diff
+                / (1 - alpha_bar),
+            },
+            where,
+            1e-8,
+            1e-6,
+        )
         hint = "∇ log p(y|x_t) = ∇ log p(x_t|y) − ∇ log p(x_t) with ∇ log p = −ε/√(1−ᾱ_t)"
         expect_close(out, ref, where, 1e-8, 1e-6, hint=hint)
     return passed(name, "matches autograd of Bayes' log p(y|x_t) on a Gaussian mixture at three noise levels")
@@ -133,8 +151,9 @@ def check_drop_labels(fn: Callable) -> bool:
         tol = 4 * math.sqrt(max(p * (1 - p), 1e-12) / n) + 1e-9
         if abs(frac - p) > tol:
             if abs(frac - (1 - p)) <= tol:
-                raise ExerciseError(f"{where}: {frac:.3f} of the labels were dropped — that is 1 − p_uncond; "
-                                    "drop where rand < p_uncond")
+                raise ExerciseError(
+                    f"{where}: {frac:.3f} of the labels were dropped — that is 1 − p_uncond; drop where rand < p_uncond"
+                )
             raise ExerciseError(f"{where}: {frac:.3f} of the labels were dropped, expected about {p}")
     a = call_reader(fn, name, labels, 0.3, null, torch.Generator().manual_seed(1))
     b = call_reader(fn, name, labels, 0.3, null, torch.Generator().manual_seed(2))
