@@ -134,3 +134,6 @@ __all__ = [
     "raise_if_matches",
     "values_close",
 ]
+from glide_edu.checks.ch05 import check_classifier_gradient, check_guided_eps, check_guided_mean  # noqa: E402
+
+__all__ += ["check_classifier_gradient", "check_guided_eps", "check_guided_mean"]
