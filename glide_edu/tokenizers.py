@@ -301,3 +301,14 @@ def _clip_tokenizer(path: str) -> ClipTokenizer:
 def clip_tokenizer(vocab_dir: str | os.PathLike[str] | None = None) -> ClipTokenizer:
     """CLIP's tokenizer from the verified vocabulary (see :func:`glide_edu.vocab.clip_vocab_path`); cached."""
     return _clip_tokenizer(str(vocab.clip_vocab_path(vocab_dir)))
+
+
+def byte_level_tokenizer() -> GlideTokenizer:
+    """GPT-2's byte-level scheme with **no merges**: one id per UTF-8 byte (0…255), end/pad id 256.
+
+    A stand-in for tiny random-weight models when GPT-2's vocabulary files are not at hand (the book's CI);
+    the released checkpoints need the real :func:`glide_tokenizer`.
+    """
+    encoder = {symbol: i for i, symbol in enumerate(bytes_to_unicode().values())}
+    encoder["<|endoftext|>"] = len(encoder)
+    return GlideTokenizer(encoder, [])
