@@ -266,11 +266,9 @@ def _entry_for(kind: str, registry: Mapping[str, Checkpoint]) -> Checkpoint:
 
 # ------------------------------------------------------------------------------------------------- cache
 def default_cache_dir() -> Path:
-    """``$GLIDE_EDU_CACHE``, else ``$XDG_CACHE_HOME/glide_edu``, else ``~/.cache/glide_edu``."""
-    if os.environ.get(ENV_VAR):
-        return Path(os.environ[ENV_VAR]).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "glide_edu"
+    """``$GLIDE_EDU_CACHE``, else ``$XDG_CACHE_HOME/glide_edu``, else ``~/.cache/glide_edu`` (GPT-2's vocabulary
+    goes into its ``vocab`` subfolder, see :func:`glide_edu.vocab.default_cache_dir`)."""
+    return vocab_mod.cache_root()
 
 
 def _sha256_file(path: Path) -> str:
@@ -565,7 +563,8 @@ def download_gpt2_vocab(
     """Fetch GPT-2's ``encoder.json`` and ``vocab.bpe`` into the folder :mod:`glide_edu.vocab` searches.
 
     ``cache_dir`` is the folder that receives the files (default: ``$GLIDE_EDU_VOCAB_DIR`` if set, else
-    ``~/.cache/glide_edu/vocab``; pass the same folder as ``vocab_dir=`` to the tokenizers otherwise).
+    ``<checkpoint cache>/vocab``, e.g. ``$GLIDE_EDU_CACHE/vocab``; pass the same folder as ``vocab_dir=`` to
+    the tokenizers otherwise).
     ``source`` is the public GPT-2 encodings URL, another base URL, or a local folder holding the two files
     (plain or ``.gz``; a missing or wrong file raises :class:`glide_edu.vocab.VocabError`). Files already
     present and valid are kept (no request). Every file is checked by sha256 before it is put in place.

@@ -4,8 +4,8 @@ Two BPE vocabularies are needed to run GLIDE:
 
 * the **GPT-2** byte-level BPE (``encoder.json`` + ``vocab.bpe``) read by GLIDE's diffusion models. It is
   not shipped in any package, so it is looked up in a folder: the ``vocab_dir`` argument, else
-  ``$GLIDE_EDU_VOCAB_DIR``, else the cache folder ``~/.cache/glide_edu/vocab``. Each file may also be
-  stored gzipped (``encoder.json.gz``).
+  ``$GLIDE_EDU_VOCAB_DIR``, else the ``vocab`` folder of glide_edu's cache (:func:`cache_root`, the same
+  place :mod:`glide_edu.hub` keeps checkpoints). Each file may also be stored gzipped (``encoder.json.gz``).
 * **CLIP**'s BPE (``bpe_simple_vocab_16e6.txt.gz``) read by the noised CLIP. It ships inside the
   ``open-clip-torch`` wheel; we only *read the file* from the installed distribution (importing
   ``open_clip`` would drag in torchvision), falling back to the same folders as above.
@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 ENV_VAR = "GLIDE_EDU_VOCAB_DIR"
+CACHE_ENV_VAR = "GLIDE_EDU_CACHE"
 GPT2_URL = "https://openaipublic.blob.core.windows.net/gpt-2/encodings/main/"
 
 
@@ -74,10 +75,17 @@ class GPT2VocabPaths(NamedTuple):
     vocab_bpe: Path
 
 
-def default_cache_dir() -> Path:
-    """``~/.cache/glide_edu/vocab`` (``$XDG_CACHE_HOME`` is honoured when set)."""
+def cache_root() -> Path:
+    """glide_edu's cache: ``$GLIDE_EDU_CACHE``, else ``$XDG_CACHE_HOME/glide_edu``, else ``~/.cache/glide_edu``."""
+    if os.environ.get(CACHE_ENV_VAR):
+        return Path(os.environ[CACHE_ENV_VAR]).expanduser()
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "glide_edu" / "vocab"
+    return Path(base) / "glide_edu"
+
+
+def default_cache_dir() -> Path:
+    """``<cache_root()>/vocab``: the checkpoints' cache folder (:func:`cache_root`) plus ``vocab``."""
+    return cache_root() / "vocab"
 
 
 def search_dirs(vocab_dir: str | os.PathLike[str] | None = None) -> list[Path]:
