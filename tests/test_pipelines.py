@@ -50,7 +50,7 @@ def test_text2im_equals_the_notebook_procedure_after_manual_seed() -> None:
     pipe = _text2im()
     out = pipe("a corgi", seed=11, guidance_scale=3.0, num_inference_steps=5, upsample_respacing="fast27")
     tok = byte_level_tokenizer()
-    tokens, mask = tok.tokens_and_mask(["a corgi", ""], 16)
+    tokens, mask = tok.tokens_and_mask(["a corgi", ""], 48)
     torch.manual_seed(11)
     base = diffusion_for(pipe.base, "5")
     x = base.p_sample_loop(
@@ -100,7 +100,7 @@ def test_fp16_converts_exactly_the_reference_layers() -> None:
     model = tiny_glide_model("base")
     x = torch.randn(2, 3, 16, 16)
     t = torch.tensor([10, 900])
-    tokens, mask = byte_level_tokenizer().tokens_and_mask(["a corgi", ""], 16)
+    tokens, mask = byte_level_tokenizer().tokens_and_mask(["a corgi", ""], 48)
     with torch.no_grad():
         ref = model(x, t, tokens=tokens, mask=mask)
         convert_to_fp16(model)
@@ -130,7 +130,7 @@ def test_fp16_and_bf16_pipelines_run() -> None:
     """Tiny random models amplify rounding (pixels flip at the ±1 clip), so compare one forward, then run."""
     model = _text2im().base
     x, t = torch.randn(2, 3, 16, 16), torch.tensor([3, 700])
-    tokens, mask = byte_level_tokenizer().tokens_and_mask(["a corgi", ""], 16)
+    tokens, mask = byte_level_tokenizer().tokens_and_mask(["a corgi", ""], 48)
     with torch.no_grad():
         ref = model(x, t, tokens=tokens, mask=mask)
         with torch.autocast("cpu", dtype=torch.bfloat16):

@@ -137,3 +137,6 @@ __all__ = [
 from glide_edu.checks.ch05 import check_classifier_gradient, check_guided_eps, check_guided_mean  # noqa: E402
 
 __all__ += ["check_classifier_gradient", "check_guided_eps", "check_guided_mean"]
+from glide_edu.checks.ch11 import check_glide_cfg, check_known_region_clamp, check_quantize_8bit  # noqa: E402
+
+__all__ += ["check_glide_cfg", "check_known_region_clamp", "check_quantize_8bit"]

@@ -20,6 +20,7 @@ from PIL import Image
 from torch import Tensor, nn
 
 from glide_edu.nn.fp16 import convert_to_fp16
+from glide_edu.plotting import to_pil  # noqa: F401  (re-exported for the pipelines)
 from glide_edu.respace import SpacedDiffusion, create_diffusion
 
 DEVICES = ("cpu", "cuda", "mps")
@@ -179,12 +180,6 @@ def autocast(device: torch.device, bf16: bool) -> Iterator[None]:
 def quantize_8bit(x: Tensor) -> Tensor:
     """round((x + 1)·127.5)/127.5 − 1: the 8-bit grid the base samples are put on before upsampling."""
     return ((x + 1) * 127.5).round() / 127.5 - 1
-
-
-def to_pil(x: Tensor) -> list[Image.Image]:
-    """(B, 3, H, W) in [−1, 1] → PIL RGB images (uint8 = round((x+1)·127.5) clamped to 0…255)."""
-    array = ((x.detach().float().cpu() + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
-    return [Image.fromarray(a.permute(1, 2, 0).numpy()) for a in array]
 
 
 def text_batch(tokenizer: Any, prompts: Sequence[str], text_ctx: int, device: torch.device) -> dict[str, Tensor]:

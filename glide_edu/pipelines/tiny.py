@@ -2,7 +2,8 @@
 
 They have the released models' structure (same classes, module names, text transformer, learned-range
 output, schedules) at toy widths — the configurations of the reference fixtures — so every pipeline runs on
-them in seconds. Their pictures are noise-like: the weights are random.
+them in seconds. Their pictures are noise-like: the weights are random. The caption context is 48 (not
+128) — long enough for short prompts even with the byte-level stand-in tokenizer.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from glide_edu.nn.clip import NoisedClip
 from glide_edu.nn.presets import create_glide_model
 from glide_edu.pipelines.common import attach_schedule
 
-_TEXT = {"text_ctx": 16, "xf_width": 8, "xf_layers": 2, "xf_heads": 2, "xf_final_ln": True, "xf_padding": True}
+_TEXT = {"text_ctx": 48, "xf_width": 8, "xf_layers": 2, "xf_heads": 2, "xf_final_ln": True, "xf_padding": True}
 _COMMON = {
     "num_channels": 32,
     "num_res_blocks": 1,

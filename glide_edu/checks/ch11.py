@@ -1,0 +1,114 @@
+"""Checkers for the exercises of chapter 11 (pretrained GLIDE).
+
+* :func:`check_glide_cfg` — GLIDE's classifier-free guidance on a doubled batch, ε channels only;
+* :func:`check_known_region_clamp` — the inpainting notebook's ``denoised_fn``;
+* :func:`check_quantize_8bit` — putting the base samples on the 8-bit grid before upsampling.
+
+Each checker runs the reader's function on fresh random inputs, compares with the library
+(:func:`glide_edu.guidance.classifier_free_guidance`, :func:`glide_edu.inpaint.known_region_clamp`,
+:func:`glide_edu.pipelines.quantize_8bit`) and names the typical slip when the answer is wrong.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+from glide_edu.checks import (
+    ExerciseError,
+    call_reader,
+    expect_close,
+    expect_shape,
+    expect_tensor,
+    passed,
+    raise_if_matches,
+)
+from glide_edu.guidance import classifier_free_guidance
+from glide_edu.inpaint import known_region_clamp
+from glide_edu.pipelines.common import quantize_8bit
+
+__all__ = ["check_glide_cfg", "check_known_region_clamp", "check_quantize_8bit"]
+
+
+def _gen(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def check_glide_cfg(glide_cfg: Callable[[Tensor, float], Tensor]) -> bool:
+    """``glide_cfg(model_out, s)``: model_out (2B, 6, H, W) = [cond rows; uncond rows] → guided (2B, 6, H, W)."""
+    gen = _gen(11)
+    for batch, scale in ((2, 3.0), (1, 5.0), (3, 1.5)):
+        out = torch.randn(2 * batch, 6, 4, 4, generator=gen)
+        expected = classifier_free_guidance(lambda x, t: out, scale)(torch.zeros(2 * batch, 3, 4, 4), None)
+        got = expect_tensor(call_reader(glide_cfg, "glide_cfg(model_out, s)", out.clone(), scale), "glide_cfg output")
+        if got.shape[0] == batch:
+            raise ExerciseError("glide_cfg output: keep both halves (2B rows); the sampler drops the second half later")
+        expect_shape(got, out.shape, "glide_cfg output", "(2B, 6, H, W)")
+        cond, uncond = out[:batch], out[batch:]
+        wrong_all = uncond + scale * (cond - uncond)
+        wrong_from_cond = cond[:, :3] + scale * (cond[:, :3] - uncond[:, :3])
+        wrong_swapped = cond[:, :3] + scale * (uncond[:, :3] - cond[:, :3])
+        raise_if_matches(
+            got,
+            {
+                "all six channels were guided; only ε (channels 0–2) is, the variance channels stay each row's own": (
+                    torch.cat([wrong_all, wrong_all])
+                ),
+                "the guided ε starts from the conditional branch; it is ε_uncond + s·(ε_cond − ε_uncond)": torch.cat(
+                    [torch.cat([wrong_from_cond, wrong_from_cond]), out[:, 3:]], dim=1
+                ),
+                "the halves are swapped: rows 0…B−1 are conditional, rows B…2B−1 unconditional": torch.cat(
+                    [torch.cat([wrong_swapped, wrong_swapped]), out[:, 3:]], dim=1
+                ),
+            },
+            "glide_cfg output",
+        )
+        if torch.allclose(got[:batch], expected[:batch]) and not torch.allclose(got[batch:], expected[batch:]):
+            raise ExerciseError("glide_cfg output: write the guided ε into BOTH halves (the second half's ε too)")
+        expect_close(got, expected, "glide_cfg output", hint="ε̂ = ε_u + s(ε_c − ε_u) on channels 0–2, both halves")
+    return passed("glide_cfg", "ε guided on both halves, variance channels untouched")
+
+
+def check_known_region_clamp(clamp: Callable[[Tensor, Tensor, Tensor], Tensor]) -> bool:
+    """``clamp(x0, image, mask)`` → x̂_0 with the known pixels (mask 1) replaced by ``image``."""
+    gen = _gen(12)
+    x0 = torch.randn(2, 3, 8, 8, generator=gen)
+    image = torch.rand(2, 3, 8, 8, generator=gen) * 2 - 1
+    mask = (torch.rand(2, 1, 8, 8, generator=gen) > 0.5).float()
+    got = expect_tensor(call_reader(clamp, "clamp(x0, image, mask)", x0, image, mask), "clamped x̂_0")
+    expected = known_region_clamp(image, mask)(x0)
+    expect_shape(got, expected.shape, "clamped x̂_0", "(B, 3, H, W)")
+    raise_if_matches(
+        got,
+        {
+            "the mask is inverted: 1 marks KNOWN pixels, which take the image's value": x0 * mask + image * (1 - mask),
+            "the generated region was dropped: keep x̂_0 where mask = 0": image * mask,
+            "clip to [−1, 1] comes after this function (p_mean_variance does it), not inside": expected.clamp(-1, 1),
+        },
+        "clamped x̂_0",
+    )
+    expect_close(got, expected, "clamped x̂_0", hint="x̂_0·(1 − mask) + image·mask")
+    return passed("known_region_clamp", "known pixels pinned, the rest left to the model")
+
+
+def check_quantize_8bit(quantize: Callable[[Tensor], Tensor]) -> bool:
+    """``quantize(x)`` for x in [−1, 1] → the nearest of the 256 levels −1 + k/127.5."""
+    x = torch.rand(4, 3, 8, 8, generator=_gen(13)) * 2 - 1
+    x[0, 0, 0, :4] = torch.tensor([-1.0, 1.0, 0.0, 1 / 255])
+    got = expect_tensor(call_reader(quantize, "quantize(x)", x.clone()), "quantized x")
+    expected = quantize_8bit(x)
+    expect_shape(got, x.shape, "quantized x")
+    raise_if_matches(
+        got,
+        {
+            "values were left in 0…255; map them back to [−1, 1] (÷127.5 − 1)": ((x + 1) * 127.5).round(),
+            "floor truncates; GLIDE rounds to the NEAREST level": ((x + 1) * 127.5).floor() / 127.5 - 1,
+            "x ∈ [−1, 1] spans 255 steps of 1/127.5: multiply (x + 1) by 127.5, not x by 255": (x * 255).round() / 255,
+        },
+        "quantized x",
+        atol=1e-6,
+    )
+    expect_close(got, expected, "quantized x", atol=1e-6, hint="round((x + 1)·127.5)/127.5 − 1")
+    return passed("quantize_8bit", "base samples on the 8-bit grid the upsampler was trained on")
