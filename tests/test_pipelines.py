@@ -145,6 +145,22 @@ def test_fp16_and_bf16_pipelines_run() -> None:
     assert half.samples.dtype == torch.float32 and torch.isfinite(half.samples).all()
 
 
+def test_from_pretrained_reads_official_format_files_from_a_folder(tmp_path) -> None:
+    from glide_edu.pipelines.tiny import tiny_registry
+
+    registry = tiny_registry()
+    for name in ("base", "upsample"):
+        torch.save(tiny_glide_model(name).state_dict(), tmp_path / registry[name].file)
+    pipe = Text2ImPipeline.from_pretrained(checkpoint_dir=tmp_path, registry=registry, tokenizer=byte_level_tokenizer())
+    assert pipe.upsampler.glide_schedule == ("linear", 1000) and pipe.base.glide_schedule[0] == "squaredcos_cap_v2"
+    reference = _text2im()("a corgi", seed=0, **FAST)
+    assert torch.equal(pipe("a corgi", seed=0, **FAST).samples, reference.samples)  # same weights, same pictures
+    no_up = Text2ImPipeline.from_pretrained(
+        checkpoint_dir=tmp_path, registry=registry, tokenizer=byte_level_tokenizer(), upsample=False
+    )
+    assert no_up.upsampler is None
+
+
 def test_bad_inputs_raise_one_line_value_errors() -> None:
     pipe, inpaint = _text2im(), _inpaint()
     image = torch.zeros(1, 3, 32, 32)
@@ -160,6 +176,8 @@ def test_bad_inputs_raise_one_line_value_errors() -> None:
         (lambda: inpaint("a", image, torch.ones(20, 20), **FAST), r"16×16 or 32×32"),
         (lambda: inpaint("a", image, torch.full((16, 16), 0.5), **FAST), "0 \\(generate\\) or 1"),
         (lambda: inpaint("a", torch.zeros(1, 4, 32, 32), torch.ones(16, 16), **FAST), "image must be"),
+        (lambda: inpaint("a", image, torch.ones(16, 16), steps=3), "unknown option 'steps'"),
+        (lambda: inpaint("a", image.expand(3, -1, -1, -1), torch.ones(16, 16), batch_size=2), "image has batch 3"),
         (lambda: resolve_device("tpu"), "unknown device 'tpu'"),
         (lambda: Text2ImPipeline(tiny_glide_model("base"), device="gpu"), "unknown device"),
         (lambda: ClipGuidedPipeline(tiny_glide_model("upsample"), tiny_clip()), "use a matching pair"),

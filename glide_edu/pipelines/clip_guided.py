@@ -8,33 +8,26 @@
 
 from __future__ import annotations
 
-import os
-from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
-from glide_edu.pipelines.common import (
-    UPSAMPLE_TEMPERATURE,
-    NoiseSource,
-    PipelineOutput,
-    base_stage,
-    check_prompts,
-    check_scale,
-    quantize_8bit,
-    respacing_of,
-    to_pil,
-    upsample_stage,
-)
-from glide_edu.pipelines.loading import PipelineBase, load_glide_model, load_noised_clip
+from glide_edu.pipelines.common import NoiseSource, base_stage
+from glide_edu.pipelines.loading import PipelineBase
+from glide_edu.pipelines.text2im import Text2ImPipeline
 
 
-class ClipGuidedPipeline(PipelineBase):
+class ClipGuidedPipeline(Text2ImPipeline):
     """GLIDE with noised-CLIP guidance: ``base``, ``clip`` (a NoisedClip) and an optional ``upsampler``.
 
-    The CLIP encoders are never converted to fp16 (the reference keeps them in float32).
+    Called like :class:`Text2ImPipeline`, but ``guidance_scale`` is CLIP's gradient scale (default 3;
+    0 = no guidance) and the base model runs conditionally, without classifier-free guidance. The CLIP
+    encoders are never converted to fp16 (the reference keeps them in float32).
     """
+
+    CHECKPOINTS = ("base", "clip", "upsample")
+    SCALE_MEANING = "the CLIP gradient scale; 0 = no guidance"
 
     def __init__(
         self,
@@ -45,7 +38,7 @@ class ClipGuidedPipeline(PipelineBase):
         device: str | torch.device | None = "cpu",
         fp16: bool = False,
     ) -> None:
-        super().__init__([base, upsampler, clip], tokenizer, device, fp16)
+        PipelineBase.__init__(self, [base, upsampler, clip], tokenizer, device, fp16)
         if clip.config.image_size != base.config.image_size:
             raise ValueError(
                 f"the CLIP model sees {clip.config.image_size}×{clip.config.image_size} images but the base model "
@@ -53,56 +46,8 @@ class ClipGuidedPipeline(PipelineBase):
             )
         self.base, self.clip, self.upsampler = base, clip, upsampler
 
-    @classmethod
-    def from_pretrained(
-        cls,
-        device: str | torch.device | None = "cpu",
-        fp16: bool = False,
-        *,
-        cache_dir: str | os.PathLike[str] | None = None,
-        checkpoint_dir: str | os.PathLike[str] | None = None,
-        upsample: bool = True,
-        registry: Mapping[str, Any] | None = None,
-        tokenizer: Any = None,
-        progress: bool = True,
-    ) -> ClipGuidedPipeline:
-        """The released ``base``, both noised-CLIP encoders and (optionally) ``upsample``."""
-        kw = {"cache_dir": cache_dir, "checkpoint_dir": checkpoint_dir, "registry": registry, "progress": progress}
-        base = load_glide_model("base", **kw)
-        clip = load_noised_clip(**kw)
-        up = load_glide_model("upsample", **kw) if upsample else None
-        return cls(base, clip, up, tokenizer, device, fp16)
-
-    def __call__(
-        self,
-        prompt: str | Sequence[str],
-        batch_size: int = 1,
-        guidance_scale: float = 3.0,
-        num_inference_steps: int | None = None,
-        respacing: str | None = None,
-        upsample_respacing: str = "fast27",
-        upsample_temperature: float = UPSAMPLE_TEMPERATURE,
-        seed: int | None = None,
-        generator: torch.Generator | None = None,
-        bf16: bool = False,
-        progress: bool = False,
-        upsample: bool = True,
-    ) -> PipelineOutput:
-        """Images for ``prompt`` steered by the noised CLIP; ``guidance_scale`` is CLIP's gradient scale (0 = none)."""
-        prompts = check_prompts(prompt, batch_size)
-        scale = check_scale(guidance_scale, "guidance_scale", "the CLIP gradient scale; 0 = no guidance")
-        temperature = check_scale(upsample_temperature, "upsample_temperature", "GLIDE uses 0.997")
-        base_respacing = respacing_of(num_inference_steps, respacing, "100")
-        noise = NoiseSource(seed, generator)
+    def _base_samples(
+        self, prompts: list[str], noise: NoiseSource, respacing: str, scale: float, progress: bool, bf16: bool
+    ) -> Tensor:
         cond_fn = self.clip.cond_fn(prompts, scale) if scale > 0 else None
-        samples = base_stage(
-            self.base, self.tokenizer, prompts, noise, base_respacing, 1.0, progress, bf16, cond_fn=cond_fn
-        )
-        low_res = quantize_8bit(samples)
-        final = low_res
-        if upsample and self.upsampler is not None:
-            final = upsample_stage(
-                self.upsampler, self.tokenizer, prompts, low_res, noise, upsample_respacing, temperature, progress, bf16
-            )
-        final = final.cpu()
-        return PipelineOutput(to_pil(final), final, low_res.cpu(), prompts)
+        return base_stage(self.base, self.tokenizer, prompts, noise, respacing, 1.0, progress, bf16, cond_fn=cond_fn)

@@ -10,8 +10,8 @@
 
 from __future__ import annotations
 
-import os
-from collections.abc import Mapping, Sequence
+import inspect
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -20,19 +20,8 @@ from PIL import Image
 from torch import Tensor, nn
 
 from glide_edu.inpaint import resize_image, resize_mask
-from glide_edu.pipelines.common import (
-    UPSAMPLE_TEMPERATURE,
-    NoiseSource,
-    PipelineOutput,
-    base_stage,
-    check_prompts,
-    check_scale,
-    quantize_8bit,
-    respacing_of,
-    to_pil,
-    upsample_stage,
-)
-from glide_edu.pipelines.loading import PipelineBase, load_glide_model
+from glide_edu.pipelines.common import NoiseSource, PipelineOutput, base_stage
+from glide_edu.pipelines.text2im import Text2ImPipeline
 
 ImageLike = Image.Image | Tensor | np.ndarray
 
@@ -72,8 +61,14 @@ def mask_tensor(mask: ImageLike, image_hw: tuple[int, int], base_size: int) -> T
     return m
 
 
-class InpaintPipeline(PipelineBase):
-    """GLIDE inpainting: ``base_inpaint`` (+ optional ``upsample_inpaint``) and GLIDE's tokenizer."""
+class InpaintPipeline(Text2ImPipeline):
+    """GLIDE inpainting: ``base_inpaint`` (+ optional ``upsample_inpaint``) and GLIDE's tokenizer.
+
+    :meth:`from_pretrained` loads the released ``base-inpaint`` and ``upsample-inpaint`` checkpoints.
+    """
+
+    CHECKPOINTS = ("base-inpaint", "upsample-inpaint")
+    UPSAMPLE_METHOD = "ancestral"  # the inpaint notebook samples the upsampler ancestrally
 
     def __init__(
         self,
@@ -83,83 +78,59 @@ class InpaintPipeline(PipelineBase):
         device: str | torch.device | None = "cpu",
         fp16: bool = False,
     ) -> None:
-        super().__init__([base_inpaint, upsample_inpaint], tokenizer, device, fp16)
-        self.base, self.upsampler = base_inpaint, upsample_inpaint
+        super().__init__(base_inpaint, upsample_inpaint, tokenizer, device, fp16)
+        self._source: tuple[ImageLike, Tensor] | None = None
 
-    @classmethod
-    def from_pretrained(
-        cls,
-        device: str | torch.device | None = "cpu",
-        fp16: bool = False,
-        *,
-        cache_dir: str | os.PathLike[str] | None = None,
-        checkpoint_dir: str | os.PathLike[str] | None = None,
-        upsample: bool = True,
-        registry: Mapping[str, Any] | None = None,
-        tokenizer: Any = None,
-        progress: bool = True,
-    ) -> InpaintPipeline:
-        """The released ``base-inpaint`` (+ ``upsample-inpaint``) checkpoints, from the cache or a folder."""
-        kw = {"cache_dir": cache_dir, "checkpoint_dir": checkpoint_dir, "registry": registry, "progress": progress}
-        base = load_glide_model("base-inpaint", **kw)
-        up = load_glide_model("upsample-inpaint", **kw) if upsample else None
-        return cls(base, up, tokenizer, device, fp16)
-
-    def __call__(
+    def __call__(  # type: ignore[override]
         self,
         prompt: str | Sequence[str],
         image: ImageLike,
         mask: ImageLike,
-        batch_size: int = 1,
         guidance_scale: float = 5.0,
-        num_inference_steps: int | None = None,
-        respacing: str | None = None,
-        upsample_respacing: str = "fast27",
-        upsample_temperature: float = UPSAMPLE_TEMPERATURE,
-        seed: int | None = None,
-        generator: torch.Generator | None = None,
-        bf16: bool = False,
-        progress: bool = False,
-        upsample: bool = True,
+        **options: Any,
     ) -> PipelineOutput:
         """Fill the pixels where ``mask`` is 0 so that the picture matches ``prompt``; keep the others.
 
         ``image``: PIL image or tensor in [−1, 1] (any size; resized); ``mask``: (H, W) tensor/array/PIL "L"
-        image, 1 = keep, at the image's size or the base model's (64). Other options as :class:`Text2ImPipeline`.
+        image, 1 = keep, at the image's size or the base model's (64). ``guidance_scale`` defaults to the
+        notebook's 5; every other option (``batch_size``, ``seed``, ``num_inference_steps``, …) is that of
+        :class:`Text2ImPipeline`.
         """
-        prompts = check_prompts(prompt, batch_size)
-        scale = check_scale(guidance_scale, "guidance_scale", "1 = no guidance, 0 = unconditional")
-        temperature = check_scale(upsample_temperature, "upsample_temperature", "GLIDE uses 0.997")
-        base_respacing = respacing_of(num_inference_steps, respacing, "100")
         size = self.base.config.image_size
         hw = tuple(image.size[::-1]) if isinstance(image, Image.Image) else tuple(torch.as_tensor(image).shape[-2:])
         raw_mask = mask_tensor(mask, hw, size)
-        image_lo, mask_lo = image_tensor(image, size), resize_mask(raw_mask, size)
-        for t, what in ((image_lo, "image"), (mask_lo, "mask")):
-            if t.shape[0] not in (1, len(prompts)):
-                raise ValueError(f"{what} has batch {t.shape[0]}; give 1 (shared) or {len(prompts)} (one per image)")
-        noise = NoiseSource(seed, generator)
-        samples = base_stage(
-            self.base, self.tokenizer, prompts, noise, base_respacing, scale, progress, bf16, (image_lo, mask_lo)
-        )
-        low_res = quantize_8bit(samples)
-        final = low_res
-        if upsample and self.upsampler is not None:
-            up_size = self.upsampler.config.image_size
-            image_hi = image_tensor(image, up_size).expand(len(prompts), -1, -1, -1)
-            mask_hi = resize_mask(mask_lo, up_size).expand(len(prompts), -1, -1, -1)
-            final = upsample_stage(
-                self.upsampler,
-                self.tokenizer,
-                prompts,
-                low_res,
-                noise,
-                upsample_respacing,
-                temperature,
-                progress,
-                bf16,
-                method="ancestral",
-                inpaint=(image_hi, mask_hi),
-            )
-        final = final.cpu()
-        return PipelineOutput(to_pil(final), final, low_res.cpu(), prompts)
+
+        def check_batch(batch: int) -> None:
+            for t, what in ((image_tensor(image, size), "image"), (raw_mask, "mask")):
+                if t.shape[0] not in (1, batch):
+                    raise ValueError(f"{what} has batch {t.shape[0]}; give 1 (shared) or {batch} (one per image)")
+
+        unknown = sorted(set(options) - set(_OPTIONS))
+        if unknown:
+            raise ValueError(f"unknown option {unknown[0]!r}; the options are {', '.join(_OPTIONS)}")
+        self._source = (image, resize_mask(raw_mask, size))
+        try:
+            merged = {**_OPTIONS, **options}
+            return self._run(prompt, guidance_scale=guidance_scale, before_base=check_batch, **merged)
+        finally:
+            self._source = None
+
+    def _base_samples(
+        self, prompts: list[str], noise: NoiseSource, respacing: str, scale: float, progress: bool, bf16: bool
+    ) -> Tensor:
+        image, mask = self._source
+        source = (image_tensor(image, self.base.config.image_size), mask)
+        return base_stage(self.base, self.tokenizer, prompts, noise, respacing, scale, progress, bf16, source)
+
+    def _upsample_inpaint(self, batch: int) -> tuple[Tensor, Tensor]:
+        image, mask = self._source
+        size = self.upsampler.config.image_size
+        return image_tensor(image, size).expand(batch, -1, -1, -1), resize_mask(mask, size).expand(batch, -1, -1, -1)
+
+
+# The options (and defaults) of Text2ImPipeline.__call__ other than the prompt and the guidance scale.
+_OPTIONS = {
+    name: param.default
+    for name, param in inspect.signature(Text2ImPipeline.__call__).parameters.items()
+    if name not in ("self", "prompt", "guidance_scale")
+}

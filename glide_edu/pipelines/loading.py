@@ -85,7 +85,13 @@ def default_tokenizer(vocab_dir: str | os.PathLike[str] | None = None, download:
 
 
 class PipelineBase:
-    """Device, precision and tokenizer handling shared by the three pipelines."""
+    """Device, precision, tokenizer and checkpoint handling shared by the three pipelines.
+
+    Subclasses name the checkpoints they need in ``CHECKPOINTS`` (base first, then the upsampler, then
+    ``"clip"`` if any) and take them, in that order, as the first constructor arguments.
+    """
+
+    CHECKPOINTS: tuple[str, ...] = ()
 
     def __init__(
         self,
@@ -108,3 +114,29 @@ class PipelineBase:
         if self._tokenizer is None:
             self._tokenizer = default_tokenizer()
         return self._tokenizer
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        device: str | torch.device | None = "cpu",
+        fp16: bool = False,
+        *,
+        cache_dir: str | os.PathLike[str] | None = None,
+        checkpoint_dir: str | os.PathLike[str] | None = None,
+        upsample: bool = True,
+        registry: Mapping[str, Any] | None = None,
+        tokenizer: Any = None,
+        progress: bool = True,
+    ) -> Any:
+        """The released checkpoints this pipeline needs (``CHECKPOINTS``), from the cache (downloaded once,
+        ≈1.5 GB per UNet) or from ``checkpoint_dir``; ``upsample=False`` skips the upsampler."""
+        kw = {"cache_dir": cache_dir, "checkpoint_dir": checkpoint_dir, "registry": registry, "progress": progress}
+        parts: dict[str, nn.Module | None] = {}
+        for name in cls.CHECKPOINTS:
+            if name == "clip":
+                parts[name] = load_noised_clip(**kw)
+            elif name.startswith("upsample") and not upsample:
+                parts[name] = None
+            else:
+                parts[name] = load_glide_model(name, **kw)
+        return cls(*parts.values(), tokenizer=tokenizer, device=device, fp16=fp16)

@@ -8,12 +8,11 @@
 
 from __future__ import annotations
 
-import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from glide_edu.pipelines.common import (
     UPSAMPLE_TEMPERATURE,
@@ -27,7 +26,7 @@ from glide_edu.pipelines.common import (
     to_pil,
     upsample_stage,
 )
-from glide_edu.pipelines.loading import PipelineBase, load_glide_model
+from glide_edu.pipelines.loading import PipelineBase
 
 
 class Text2ImPipeline(PipelineBase):
@@ -36,7 +35,12 @@ class Text2ImPipeline(PipelineBase):
     Models are used as given (e.g. tiny random-weight models in the official format) and moved to
     ``device``; ``fp16=True`` converts them in place as the reference does (:mod:`glide_edu.nn.fp16`).
     ``tokenizer`` defaults to GLIDE's GPT-2 tokenizer (its files are fetched into the cache if missing).
+    :meth:`from_pretrained` loads the released ``base`` and ``upsample`` checkpoints.
     """
+
+    CHECKPOINTS = ("base", "upsample")
+    UPSAMPLE_METHOD = "ddim"  # the text2im notebook: DDIM (η = 0) for the upsampler
+    SCALE_MEANING = "1 = no guidance, 0 = unconditional"
 
     def __init__(
         self,
@@ -48,25 +52,6 @@ class Text2ImPipeline(PipelineBase):
     ) -> None:
         super().__init__([base, upsampler], tokenizer, device, fp16)
         self.base, self.upsampler = base, upsampler
-
-    @classmethod
-    def from_pretrained(
-        cls,
-        device: str | torch.device | None = "cpu",
-        fp16: bool = False,
-        *,
-        cache_dir: str | os.PathLike[str] | None = None,
-        checkpoint_dir: str | os.PathLike[str] | None = None,
-        upsample: bool = True,
-        registry: Mapping[str, Any] | None = None,
-        tokenizer: Any = None,
-        progress: bool = True,
-    ) -> Text2ImPipeline:
-        """The released ``base`` (+ ``upsample``) checkpoints (≈1.5 GB each; downloaded once into the cache)."""
-        kw = {"cache_dir": cache_dir, "checkpoint_dir": checkpoint_dir, "registry": registry, "progress": progress}
-        base = load_glide_model("base", **kw)
-        up = load_glide_model("upsample", **kw) if upsample else None
-        return cls(base, up, tokenizer, device, fp16)
 
     def __call__(
         self,
@@ -89,18 +74,69 @@ class Text2ImPipeline(PipelineBase):
         ``num_inference_steps`` (evenly spaced) or a GLIDE ``respacing`` string (default "100").
         ``bf16`` runs the networks under bfloat16 autocast; ``progress`` shows tqdm bars.
         """
+        return self._run(
+            prompt,
+            batch_size,
+            guidance_scale,
+            num_inference_steps,
+            respacing,
+            upsample_respacing,
+            upsample_temperature,
+            seed,
+            generator,
+            bf16,
+            progress,
+            upsample,
+        )
+
+    # --------------------------------------------------------------------------- hooks for subclasses
+    def _base_samples(
+        self, prompts: list[str], noise: NoiseSource, respacing: str, scale: float, progress: bool, bf16: bool
+    ) -> Tensor:
+        return base_stage(self.base, self.tokenizer, prompts, noise, respacing, scale, progress, bf16)
+
+    def _upsample_inpaint(self, batch: int) -> tuple[Tensor, Tensor] | None:
+        return None
+
+    def _run(
+        self,
+        prompt: str | Sequence[str],
+        batch_size: int,
+        guidance_scale: float,
+        num_inference_steps: int | None,
+        respacing: str | None,
+        upsample_respacing: str,
+        upsample_temperature: float,
+        seed: int | None,
+        generator: torch.Generator | None,
+        bf16: bool,
+        progress: bool,
+        upsample: bool,
+        before_base: Callable[[int], None] | None = None,
+    ) -> PipelineOutput:
+        """Check the options, run the base stage, quantise, run the upsampler, package the output."""
         prompts = check_prompts(prompt, batch_size)
-        scale = check_scale(guidance_scale, "guidance_scale", "1 = no guidance, 0 = unconditional")
+        scale = check_scale(guidance_scale, "guidance_scale", self.SCALE_MEANING)
         temperature = check_scale(upsample_temperature, "upsample_temperature", "GLIDE uses 0.997")
         base_respacing = respacing_of(num_inference_steps, respacing, "100")
+        if before_base is not None:
+            before_base(len(prompts))
         noise = NoiseSource(seed, generator)
-        samples = base_stage(self.base, self.tokenizer, prompts, noise, base_respacing, scale, progress, bf16)
-        low_res = quantize_8bit(samples)
+        low_res = quantize_8bit(self._base_samples(prompts, noise, base_respacing, scale, progress, bf16))
+        final = low_res
         if upsample and self.upsampler is not None:
             final = upsample_stage(
-                self.upsampler, self.tokenizer, prompts, low_res, noise, upsample_respacing, temperature, progress, bf16
+                self.upsampler,
+                self.tokenizer,
+                prompts,
+                low_res,
+                noise,
+                upsample_respacing,
+                temperature,
+                progress,
+                bf16,
+                method=self.UPSAMPLE_METHOD,
+                inpaint=self._upsample_inpaint(len(prompts)),
             )
-        else:
-            final = low_res
         final = final.cpu()
         return PipelineOutput(to_pil(final), final, low_res.cpu(), prompts)
