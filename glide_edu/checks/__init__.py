@@ -108,6 +108,7 @@ from glide_edu.checks.ch02 import (  # noqa: E402
     check_posterior_mean_variance,
 )
 from glide_edu.checks.ch03 import check_elbo_weight, check_l_simple, check_timestep_embedding  # noqa: E402
+from glide_edu.checks.ch04 import check_ddim_step, check_learned_log_variance, check_respace_betas  # noqa: E402
 from glide_edu.checks.ch06 import check_drop_labels, check_guided_output, check_implicit_classifier_grad  # noqa: E402
 
 __all__ = [
@@ -116,6 +117,9 @@ __all__ = [
     "check_elbo_weight",
     "check_l_simple",
     "check_timestep_embedding",
+    "check_ddim_step",
+    "check_learned_log_variance",
+    "check_respace_betas",
     "check_drop_labels",
     "check_guided_output",
     "check_implicit_classifier_grad",

@@ -1,0 +1,208 @@
+"""The chapter-4 evaluation (glide_edu.experiments) on tiny random-weight checkpoints: structure, seeding, JSON."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from glide_edu import experiments as ex
+from glide_edu.nn.unet import UNetConfig, UNetModel
+from glide_edu.pretrained import save_small_checkpoint
+
+TINY_T = 20  # a short chain keeps the full-chain NLL cheap
+
+
+def _tiny_checkpoint(path, learned: bool, seed: int):
+    torch.manual_seed(seed)
+    cfg = UNetConfig(
+        image_size=16,
+        in_channels=1,
+        model_channels=32,
+        channel_mult=(1, 2),
+        num_res_blocks=1,
+        attention_resolutions=(8,),
+        num_head_channels=32,
+        learn_sigma=learned,
+    )
+    model = UNetModel(cfg)
+    for p in model.parameters():
+        p.data.normal_(0, 0.02)
+    var = "learned_range" if learned else "fixed_small"
+    diffusion = {"steps": TINY_T, "noise_schedule": "cosine", "model_var_type": var}
+    return save_small_checkpoint(path, model, cfg, diffusion, {"command": "test"})
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny nets run fastest on one thread (and two threads crawl on a busy 2-core machine)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    d = tmp_path_factory.mktemp("ckpt")
+    return {
+        "simple": _tiny_checkpoint(d / "simple.safetensors", False, 0),
+        "hybrid": _tiny_checkpoint(d / "hybrid.safetensors", True, 1),
+    }
+
+
+@pytest.fixture(scope="module")
+def table(tiny):
+    return ex.sampling_steps_table(steps=(2, 3), n_samples=8, seed=0, samplers=list(ex.SAMPLERS), n_nll=3,
+                                   checkpoints=tiny)
+
+
+def test_quantize_8bit_lands_on_the_256_levels() -> None:
+    x = torch.rand(4, 1, 5, 5) * 2.2 - 1.1
+    q = ex.quantize_8bit(x)
+    levels = (q + 1) * 127.5
+    assert torch.allclose(levels, levels.round(), atol=1e-4) and levels.min() >= 0 and levels.max() <= 255
+    assert torch.equal(ex.quantize_8bit(q), q)
+    assert (q - x.clamp(-1, 1)).abs().max() <= 1 / 255 + 1e-6
+
+
+def test_table_structure_and_values(table) -> None:
+    assert table["schema"] == ex.SCHEMA
+    assert table["config"]["steps"] == [2, 3] and table["config"]["n_samples"] == 8
+    assert set(table["results"]) == set(ex.SAMPLERS)
+    for row in table["results"].values():
+        assert set(row) == {"2", "3"}
+        for cell in row.values():
+            assert set(cell) == {"fid_proxy", "precision", "recall", "seconds"}
+            assert 0.0 <= cell["precision"] <= 1.0 and 0.0 <= cell["recall"] <= 1.0
+            assert math.isfinite(cell["fid_proxy"]) and cell["seconds"] >= 0
+    assert set(table["nll_bits_per_dim"]) == set(ex.NLL_ROWS)
+    for row in table["nll_bits_per_dim"].values():
+        assert row["num_timesteps"] == TINY_T and row["n_images"] == 3
+        assert len(row["bpd_per_image"]) == 3 and len(row["vb_per_step"]) == TINY_T
+        assert row["bpd_mean"] > 0 and math.isclose(row["bpd_mean"], sum(row["bpd_per_image"]) / 3, rel_tol=1e-4)
+        assert math.isclose(sum(row["vb_per_step"]) + row["prior_bpd"], row["bpd_mean"], rel_tol=1e-3)
+    ref = table["reference"]
+    assert ref["n"] > 100 and ref["fid_proxy"] >= 0
+    prov = table["provenance"]
+    assert {"date", "torch", "seconds", "checkpoints", "command"} <= set(prov)
+    for ck in prov["checkpoints"].values():
+        assert not ck["file"].startswith("/")  # no machine-specific paths in the shipped JSON
+        assert len(ck["sha256"]) == 64 and ck["info"] == {"command": "test"}
+
+
+def test_same_seed_same_samples_and_shared_initial_noise(tiny) -> None:
+    models = ex.load_models(tiny)
+    a = ex.generate_samples(models, "hybrid_learned", 3, 6, seed=5)
+    b = ex.generate_samples(models, "hybrid_learned", 3, 6, seed=5)
+    c = ex.generate_samples(models, "hybrid_learned", 3, 6, seed=6)
+    assert torch.equal(a, b) and not torch.allclose(a, c)
+    # a 1-step process only runs t = 0, where no noise is added: Σ is unused, so fixed β̃ and fixed β must
+    # agree exactly — which they do only if both started from the same x_T
+    small = ex.generate_samples(models, "simple_fixed_small", 1, 6, seed=5)
+    large = ex.generate_samples(models, "simple_fixed_large", 1, 6, seed=5)
+    assert torch.equal(small, large)
+    # the first sample does not depend on how many are drawn (x_T is drawn for the batch at once)
+    assert torch.equal(ex.initial_noise(3, 5), ex.initial_noise(6, 5)[:3])
+
+
+def test_nll_reusing_network_outputs_changes_nothing(tiny) -> None:
+    models = ex.load_models(tiny)
+    images = ex.quantize_8bit(torch.rand(2, 1, 16, 16, generator=torch.Generator().manual_seed(0)) * 2 - 1)
+    calls = []
+
+    def counting(x, t):
+        calls.append(int(t[0]))
+        return models["simple"].model(x, t)
+
+    reuse = ex._ReusedOutputs(counting)
+    for var in ("fixed_small", "fixed_large"):
+        direct = ex.nll_bits_per_dim(models["simple"], images, seed=3, model_var_type=var)
+        reused = ex.nll_bits_per_dim(models["simple"], images, seed=3, model_var_type=var, model=reuse)
+        assert direct["bpd_per_image"] == reused["bpd_per_image"]
+    assert len(calls) == TINY_T  # the second bound ran no network call
+    # a respaced bound is a different (coarser) chain with its own number of terms
+    coarse = ex.nll_bits_per_dim(models["hybrid"], images, seed=3, steps=5)
+    assert coarse["num_timesteps"] == 5 and len(coarse["vb_per_step"]) == 5
+
+
+def test_sampler_diffusion_uses_the_respaced_fixed_variances(tiny) -> None:
+    models = ex.load_models(tiny)
+    d_small = ex.sampler_diffusion(models["simple"], ex.SAMPLERS["simple_fixed_small"], 5)
+    d_large = ex.sampler_diffusion(models["simple"], ex.SAMPLERS["simple_fixed_large"], 5)
+    assert d_small.num_timesteps == d_large.num_timesteps == 5
+    assert d_small.model_var_type.value == "fixed_small" and d_large.model_var_type.value == "fixed_large"
+    assert d_small.posterior_variance[1:] == pytest.approx(
+        d_small.betas[1:] * (1 - d_small.alphas_cumprod_prev[1:]) / (1 - d_small.alphas_cumprod[1:])
+    )
+    d_hyb = ex.sampler_diffusion(models["hybrid"], ex.SAMPLERS["ddim_hybrid"], 5)
+    assert d_hyb.model_var_type.value == "learned_range"
+
+
+def test_json_round_trip_and_schema_check(table, tmp_path) -> None:
+    path = ex.write_results(table, tmp_path / "out" / "r.json")
+    back = ex.load_results(path)
+    assert back == json.loads(json.dumps(table))
+    text = ex.format_table(back)
+    assert text.count("\n") == 1 + len(ex.SAMPLERS) and "2 steps" in text
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"schema": "other"}))
+    with pytest.raises(ValueError, match="schema"):
+        ex.load_results(bad)
+    with pytest.raises(FileNotFoundError, match="digits-sampling"):
+        ex.load_results(tmp_path / "missing.json")
+
+
+def test_parallel_jobs_give_the_same_table(tiny, table) -> None:
+    samplers = ["simple_fixed_large", "ddim_hybrid"]
+    par = ex.sampling_steps_table(steps=(3,), n_samples=8, seed=0, samplers=samplers, n_nll=3, checkpoints=tiny,
+                                  jobs=2)
+    for name in samplers:  # the same numbers (time aside), whichever process ran a cell
+        cell, ref = par["results"][name]["3"], table["results"][name]["3"]
+        assert {m: v for m, v in cell.items() if m != "seconds"} == {m: v for m, v in ref.items() if m != "seconds"}
+    assert par["nll_bits_per_dim"].keys() == table["nll_bits_per_dim"].keys()
+    for row in par["nll_bits_per_dim"]:
+        assert par["nll_bits_per_dim"][row]["bpd_per_image"] == table["nll_bits_per_dim"][row]["bpd_per_image"]
+    assert "--jobs 2" in par["provenance"]["command"]
+
+
+def test_bad_arguments(tiny) -> None:
+    with pytest.raises(ValueError, match="unknown sampler"):
+        ex.sampling_steps_table(steps=(2,), n_samples=8, samplers=["nope"], checkpoints=tiny)
+    with pytest.raises(ValueError, match="n_samples"):
+        ex.sampling_steps_table(steps=(2,), n_samples=2, checkpoints=tiny)
+    with pytest.raises(ValueError, match="fixed"):
+        ex.load_models({"simple": tiny["hybrid"], "hybrid": tiny["hybrid"]})
+
+
+def test_command_line_writes_the_json(tiny, tmp_path, capsys) -> None:
+    out = tmp_path / "cli.json"
+    ex.main(["digits-sampling", "--steps", "2", "--n-samples", "8", "--n-nll", "0", "--samplers", "hybrid_learned",
+             "--simple", str(tiny["simple"]), "--hybrid", str(tiny["hybrid"]), "--out", str(out)])
+    data = ex.load_results(out)
+    assert list(data["results"]) == ["hybrid_learned"] and data["nll_bits_per_dim"] == {}
+    assert "wrote" in capsys.readouterr().out
+
+
+def test_shipped_results_match_the_shipped_checkpoints() -> None:
+    """data/results/digits_sampling.json is complete and was computed from the checkpoints in data/checkpoints."""
+    data = ex.load_results()
+    assert set(ex.DEFAULT_SAMPLERS) <= set(data["results"])
+    steps = [str(s) for s in data["config"]["steps"]]
+    assert "1000" in steps and min(data["config"]["steps"]) <= 25
+    for row in data["results"].values():
+        assert set(row) == set(steps)
+    assert set(data["nll_bits_per_dim"]) == set(ex.NLL_ROWS)
+    for row in data["nll_bits_per_dim"].values():
+        assert row["num_timesteps"] == 1000 and len(row["vb_per_step"]) == 1000
+    seed1 = ex.load_results(ex.RESULTS_DIR / "digits_sampling_seed1.json")
+    assert seed1["config"]["seed"] != data["config"]["seed"] and {"10", "100"} <= set(seed1["results"]["ddim_simple"])
+    for res in (data, seed1):
+        for key in ("simple", "hybrid"):
+            recorded = res["provenance"]["checkpoints"][key]
+            path = ex.shipped_checkpoint(f"digits_{key}")
+            assert recorded["sha256"] == ex.file_sha256(path), (
+                f"the results in data/results are stale for digits_{key}: regenerate them (data/results/README.md)"
+            )
