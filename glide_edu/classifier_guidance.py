@@ -36,7 +36,6 @@ from torch import Tensor
 
 from glide_edu.data import load_digits
 from glide_edu.diffusion import GaussianDiffusion
-from glide_edu.experiments import file_sha256
 from glide_edu.metrics import diversity, guided_sample_quality, load_feature_net
 from glide_edu.nn.classifier import ClassifierConfig, EncoderUNetModel
 from glide_edu.pretrained import (
@@ -318,6 +317,8 @@ def load_sampling_model(steps: int = 25) -> tuple[torch.nn.Module, GaussianDiffu
 
 
 def _provenance_entry(path: Path, meta: dict | None = None) -> dict[str, Any]:
+    from glide_edu.experiments import file_sha256
+
     entry = {"file": f"data/checkpoints/{Path(path).name}", "sha256": file_sha256(path)}
     if meta is not None:
         entry["info"] = meta.get("info", {})
@@ -417,6 +418,8 @@ def load_sweep(path: str | Path = RESULTS_PATH, check_checkpoints: bool = True) 
     if data.get("schema") != SCHEMA:
         raise ValueError(f"{path} has schema {data.get('schema')!r}, expected {SCHEMA!r}")
     if check_checkpoints:
+        from glide_edu.experiments import file_sha256
+
         for key, entry in data["provenance"]["checkpoints"].items():
             shipped = CHECKPOINT_DIR / Path(entry["file"]).name
             if file_sha256(shipped) != entry["sha256"]:
