@@ -1,0 +1,209 @@
+"""Classifier-free guidance on the digits, measured (chapter 6), and the pure function behind its widget.
+
+    python -m glide_edu.cfg_experiments sweep   # → data/results/digits_cfg.json
+
+``sweep`` draws class-balanced samples from the shipped class-conditional digits models
+(``digits_cfg_p10`` and ``digits_cfg_p20``: label dropout p_uncond = 0.1 and 0.2, see
+``python -m glide_edu.recipes digits-cfg``) at each guidance scale s (GLIDE's convention: s = 1 is the plain
+conditional model, s = 0 the unconditional one of the same network) and reports, via
+:func:`glide_edu.metrics.guided_sample_quality`, the FID-proxy, k-NN precision and recall against the training
+digits, the accuracy of the clean feature classifier on the intended labels, and the within-class diversity.
+Every scale starts from the same x_T and sees the same per-step noise (common random numbers), so only s
+changes between columns.
+
+:func:`cfg_grid` is the chapter's widget: 8 samples of one digit at one scale with a few ancestral steps.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import platform
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from glide_edu.data import load_digits
+from glide_edu.experiments import RESULTS_DIR, file_sha256, initial_noise, write_results
+from glide_edu.guidance import check_guidance_scale, sample_cfg
+from glide_edu.metrics import DigitFeatureNet, classifier_accuracy, diversity, guided_sample_quality, load_feature_net
+from glide_edu.pretrained import load_small_checkpoint, shipped_checkpoint
+from glide_edu.recipes import NULL_LABEL, cfg_checkpoint_name
+from glide_edu.respace import create_diffusion
+
+__all__ = [
+    "CFG_RESULTS_PATH",
+    "CFG_SCALES",
+    "CFG_SCHEMA",
+    "CfgModel",
+    "cfg_grid",
+    "cfg_samples",
+    "cfg_sweep",
+    "load_cfg_model",
+    "load_cfg_results",
+    "main",
+]
+
+CFG_RESULTS_PATH = RESULTS_DIR / "digits_cfg.json"
+CFG_SCHEMA = "glide_edu.digits_cfg/1"
+CFG_SCALES = (0.0, 1.0, 1.5, 2.0, 3.0, 5.0, 8.0)
+P_UNCONDS = (0.1, 0.2)
+
+
+class CfgModel:
+    """A shipped class-conditional digits model: the network, its diffusion config and file."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.model, _, self.meta = load_small_checkpoint(self.path)
+        self.diffusion_config: dict[str, Any] = self.meta["diffusion_config"]
+        self.null_label = int(self.meta["info"].get("null_label", NULL_LABEL))
+        self._diffusions: dict[int, Any] = {}
+
+    def diffusion(self, steps: int):
+        """The respaced process with ``steps`` evenly spread steps (cached)."""
+        if steps not in self._diffusions:
+            self._diffusions[steps] = create_diffusion(**self.diffusion_config, timestep_respacing=str(steps))
+        return self._diffusions[steps]
+
+    def provenance(self) -> dict[str, Any]:
+        return {
+            "file": f"data/checkpoints/{self.path.name}",
+            "sha256": file_sha256(self.path),
+            "info": self.meta["info"],
+        }
+
+
+def load_cfg_model(p_uncond: float = 0.1, path: str | Path | None = None) -> CfgModel:
+    """The shipped model trained with label dropout ``p_uncond`` (or the checkpoint at ``path``)."""
+    return CfgModel(path or shipped_checkpoint(cfg_checkpoint_name(p_uncond)))
+
+
+@torch.no_grad()
+def cfg_samples(
+    cm: CfgModel, labels: Tensor, scale: float, steps: int = 25, method: str = "ancestral", seed: int = 0
+) -> Tensor:
+    """Samples (N, 1, 16, 16) for ``labels`` at guidance ``scale``; x_T from ``seed``, step noise from seed + 1."""
+    scale = check_guidance_scale(scale)
+    noise = initial_noise(len(labels), seed)
+    gen = torch.Generator().manual_seed(seed + 1)
+    return sample_cfg(cm.model, cm.diffusion(steps), labels, scale, cm.null_label, noise, method, gen)
+
+
+def cfg_sweep(
+    scales: Sequence[float] = CFG_SCALES,
+    p_unconds: Sequence[float] = P_UNCONDS,
+    n_samples: int = 200,
+    steps: int = 25,
+    seed: int = 0,
+    checkpoints: Mapping[float, str | Path] | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """The results dictionary written to ``data/results/digits_cfg.json`` (see the module docstring)."""
+    start = time.perf_counter()
+    net = load_feature_net()
+    real, _ = load_digits(16, "train")
+    test, test_labels = load_digits(16, "test")
+    labels = torch.arange(n_samples) % 10
+    models = {p: load_cfg_model(p, (checkpoints or {}).get(p)) for p in p_unconds}
+    results: dict[str, dict[str, Any]] = {}
+    for p, cm in models.items():
+        row: dict[str, Any] = {}
+        for s in scales:
+            t0 = time.perf_counter()
+            fake = cfg_samples(cm, labels, s, steps, "ancestral", seed)
+            row[f"{s:g}"] = {k: round(v, 4) for k, v in guided_sample_quality(real, fake, labels, net).items()}
+            if progress:
+                print(f"p_uncond={p} s={s:g}: {row[f'{s:g}']} ({time.perf_counter() - t0:.0f} s)", flush=True)
+        results[f"{p:g}"] = row
+    ref_n = min(n_samples, len(test))
+    reference = guided_sample_quality(real, test[:ref_n], test_labels[:ref_n], net)
+    return {
+        "schema": CFG_SCHEMA,
+        "config": {
+            "scales": [float(s) for s in scales],
+            "p_unconds": [float(p) for p in p_unconds],
+            "n_samples": n_samples,
+            "labels": "class-balanced, label i % 10 for sample i",
+            "sampler": f"ancestral, learned Σ from the conditional branch, {steps} respaced steps",
+            "steps": steps,
+            "seed": seed,
+            "real": "training digits (load_digits(16, 'train'))",
+        },
+        "reference_test_digits": {k: round(v, 4) for k, v in reference.items()} | {"n": ref_n},
+        "results": results,
+        "provenance": {
+            "command": "python -m glide_edu.cfg_experiments sweep"
+            + (f" --n-samples {n_samples}" if n_samples != 200 else "")
+            + (f" --steps {steps}" if steps != 25 else ""),
+            "date": _dt.date.today().isoformat(),
+            "seconds": round(time.perf_counter() - start, 1),
+            "torch": torch.__version__,
+            "threads": torch.get_num_threads(),
+            "machine": platform.machine(),
+            "checkpoints": {f"{p:g}": cm.provenance() for p, cm in models.items()},
+        },
+    }
+
+
+def load_cfg_results(path: str | Path = CFG_RESULTS_PATH) -> dict[str, Any]:
+    """Read ``digits_cfg.json`` and check its schema."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no results at {path}; regenerate with: python -m glide_edu.cfg_experiments sweep")
+    data = json.loads(path.read_text(encoding="utf-8"))
+    if data.get("schema") != CFG_SCHEMA:
+        raise ValueError(f"{path} has schema {data.get('schema')!r}, expected {CFG_SCHEMA!r}")
+    return data
+
+
+@torch.no_grad()
+def cfg_grid(
+    cm: CfgModel,
+    digit: int,
+    scale: float,
+    n: int = 8,
+    steps: int = 10,
+    seed: int = 0,
+    net: DigitFeatureNet | None = None,
+) -> tuple[Tensor, dict[str, float]]:
+    """The widget's update: ``n`` samples of ``digit`` at guidance ``scale`` and their live readouts.
+
+    Ancestral sampling with the learned Σ and ``steps`` respaced steps, x_T and the per-step noise drawn from
+    ``seed`` — the same for every scale and digit, so moving the slider changes only s. Readouts: ``accuracy``
+    (the clean feature classifier agrees with ``digit``) and ``diversity`` (mean pairwise feature distance).
+    """
+    if isinstance(digit, bool) or not 0 <= int(digit) <= 9 or int(digit) != digit:
+        raise ValueError(f"digit must be an integer 0…9, got {digit!r}")
+    labels = torch.full((n,), int(digit))
+    samples = cfg_samples(cm, labels, scale, steps, "ancestral", seed)
+    net = net or load_feature_net()
+    clipped = samples.clamp(-1, 1)
+    return samples, {"accuracy": classifier_accuracy(net, clipped, labels), "diversity": diversity(clipped, net)}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m glide_edu.cfg_experiments", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="experiment", required=True)
+    sw = sub.add_parser("sweep", help="chapter 6: FID-proxy, precision, recall, accuracy, diversity against s")
+    sw.add_argument("--scales", type=float, nargs="+", default=list(CFG_SCALES))
+    sw.add_argument("--p-unconds", type=float, nargs="+", default=list(P_UNCONDS))
+    sw.add_argument("--n-samples", type=int, default=200)
+    sw.add_argument("--steps", type=int, default=25)
+    sw.add_argument("--seed", type=int, default=0)
+    sw.add_argument("--threads", type=int, default=None)
+    sw.add_argument("--out", type=Path, default=CFG_RESULTS_PATH)
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    results = cfg_sweep(args.scales, args.p_unconds, args.n_samples, args.steps, args.seed)
+    print(f"wrote {write_results(results, args.out)} in {results['provenance']['seconds']} s")
+
+
+if __name__ == "__main__":
+    main()
