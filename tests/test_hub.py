@@ -29,6 +29,7 @@ import torch
 from glide_edu import hub, vocab
 from glide_edu.nn.clip import NoisedClip, create_clip_model
 from glide_edu.nn.presets import create_glide_model
+from glide_edu.pipelines.tiny import TINY_CLIP_CONFIG
 from tests.reference_data import assert_matches, fixture, shared_path
 
 # The tiny options of the reference fixtures (fixtures/base/meta.json, fixtures/clip/meta.json).
@@ -58,22 +59,7 @@ TINY_OPTIONS = {
     "inpaint": False,
     "super_res": False,
 }
-TINY_CLIP = {
-    "logit_scale": 100.0,
-    "beta_schedule": "squaredcos_cap_v2",
-    "n_timesteps": 1000,
-    "image_size": 16,
-    "patch_size": 4,
-    "n_vocab": 65536,
-    "max_text_len": 77,
-    "n_embd": 16,
-    "n_head_state_text": 4,
-    "n_head_text": 2,
-    "n_xf_blocks_text": 2,
-    "n_head_state_image": 12,
-    "n_head_image": 2,
-    "n_xf_blocks_image": 2,
-}
+TINY_CLIP = TINY_CLIP_CONFIG  # the library's tiny noised-CLIP options (glide_edu.pipelines.tiny)
 FLAGS = {
     "base": {},
     "upsample": {"super_res": True},
