@@ -39,17 +39,20 @@ import torch
 from torch import Tensor
 
 
-def glide_edu_run(images: Tensor) -> tuple[Callable[[], float], Callable[[int, torch.Generator], Tensor], dict]:
-    """(train_step, sample, info) for glide_edu's digits recipe."""
-    from glide_edu.recipes import DIGITS_TRAIN, digits_configs
+def glide_edu_run(
+    images: Tensor, ema_warmup: bool = False
+) -> tuple[Callable[[], float], Callable[[int, torch.Generator], Tensor], dict]:
+    """(train_step, sample, info) for glide_edu's digits recipe, optionally with the EMA warm-up."""
     from glide_edu.nn.unet import UNetModel
+    from glide_edu.recipes import DIGITS_TRAIN, digits_configs
     from glide_edu.respace import create_diffusion
     from glide_edu.train import Trainer
 
     unet_cfg, diffusion_cfg = digits_configs("simple")
     model = UNetModel(unet_cfg)
     diffusion = create_diffusion(**diffusion_cfg)
-    cfg = replace(DIGITS_TRAIN, steps=10**9, progress=False, loss_type="simple", checkpoint_every=10**9)
+    cfg = replace(DIGITS_TRAIN, steps=10**9, progress=False, loss_type="simple", checkpoint_every=10**9,
+                  ema_warmup=ema_warmup)
     trainer = Trainer(model, diffusion, images, cfg)
     sampler = create_diffusion(**diffusion_cfg, timestep_respacing="100")
 
@@ -63,7 +66,8 @@ def glide_edu_run(images: Tensor) -> tuple[Callable[[], float], Callable[[int, t
             return sampler.p_sample_loop(ema, noise.shape, noise=noise, generator=gen)
 
     params = sum(p.numel() for p in model.parameters())
-    return step, sample, {"params": params, "batch": cfg.batch_size, "lr": cfg.lr, "sampler": "100 ancestral"}
+    return step, sample, {"params": params, "batch": cfg.batch_size, "lr": cfg.lr, "sampler": "100 ancestral",
+                          "ema_warmup": ema_warmup}
 
 
 def ddpm_run(images: Tensor) -> tuple[Callable[[], float], Callable[[int, torch.Generator], Tensor], dict]:
@@ -100,17 +104,19 @@ def ddpm_run(images: Tensor) -> tuple[Callable[[], float], Callable[[int, torch.
     return step, sample, {"params": params, "batch": batch, "lr": 1e-4, "sampler": "100 DDIM (eta 0)"}
 
 
-def run(framework: str, out: Path, target: float, eval_every: float, budget: float, n_samples: int) -> None:
+def run(framework: str, out: Path, target: float, eval_every: float, budget: float, n_samples: int,
+        ema_warmup: bool = False) -> None:
     from glide_edu.data import load_digits
     from glide_edu.metrics import fid_proxy, load_feature_net
 
     torch.set_num_threads(1)
     torch.manual_seed(0)
     images, _ = load_digits(16, "train")
-    step, sample, info = (glide_edu_run if framework == "glide_edu" else ddpm_run)(images)
+    step, sample, info = glide_edu_run(images, ema_warmup) if framework == "glide_edu" else ddpm_run(images)
     net = load_feature_net()
     log: list[dict] = []
-    record = {"framework": framework, "target": target, "n_samples": n_samples, "info": info, "torch": torch.__version__,
+    record = {"framework": framework, "target": target, "n_samples": n_samples, "info": info,
+              "torch": torch.__version__,
               "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}", "date": time.strftime("%Y-%m-%d"),
               "evals": log, "reached_at_cpu_s": None}
     cpu, steps, next_eval = 0.0, 0, eval_every
@@ -135,7 +141,8 @@ def run(framework: str, out: Path, target: float, eval_every: float, budget: flo
 
 
 def report(paths: list[Path]) -> None:
-    recs = {r["framework"]: r for r in (json.loads(p.read_text()) for p in paths)}
+    recs = {r["framework"] + ("+warmup" if r["info"].get("ema_warmup") else ""): r
+            for r in (json.loads(p.read_text()) for p in paths)}
     for name, r in recs.items():
         reached = r["reached_at_cpu_s"]
         last = r["evals"][-1] if r["evals"] else {}
@@ -143,12 +150,14 @@ def report(paths: list[Path]) -> None:
               f"reached FID-proxy ≤ {r['target']} at: {f'{reached / 60:.1f} CPU-min' if reached else 'not reached'}"
               f"  (last eval: {last.get('cpu_s', 0) / 60:.1f} CPU-min, step {last.get('steps')}, "
               f"FID-proxy {last.get('fid_proxy', float('nan')):.1f})")
-    g, d = recs.get("glide_edu"), recs.get("ddpm")
-    if g and d and g["reached_at_cpu_s"]:
+    d = recs.get("ddpm")
+    for name, g in recs.items():
+        if name == "ddpm" or not d or not g["reached_at_cpu_s"]:
+            continue
         if d["reached_at_cpu_s"]:
-            print(f"ratio glide_edu / ddpm: {g['reached_at_cpu_s'] / d['reached_at_cpu_s']:.2f}")
+            print(f"ratio {name} / ddpm: {g['reached_at_cpu_s'] / d['reached_at_cpu_s']:.2f}")
         else:
-            print(f"ratio glide_edu / ddpm: < {g['reached_at_cpu_s'] / d['evals'][-1]['cpu_s']:.2f} (ddpm not reached)")
+            print(f"ratio {name} / ddpm: < {g['reached_at_cpu_s'] / d['evals'][-1]['cpu_s']:.2f} (ddpm not reached)")
 
 
 def main() -> None:
@@ -161,11 +170,13 @@ def main() -> None:
     r.add_argument("--eval-every", type=float, default=180.0, help="CPU-seconds of training between evaluations")
     r.add_argument("--budget", type=float, default=3600.0, help="give up after this many CPU-seconds of training")
     r.add_argument("--n-samples", type=int, default=200)
+    r.add_argument("--ema-warmup", action="store_true",
+                   help="glide_edu only: TrainConfig(ema_warmup=True), min(0.999, (1+n)/(10+n)) as EMA decay")
     rep = sub.add_parser("report")
     rep.add_argument("paths", type=Path, nargs="+")
     args = ap.parse_args()
     if args.cmd == "run":
-        run(args.framework, args.out, args.target, args.eval_every, args.budget, args.n_samples)
+        run(args.framework, args.out, args.target, args.eval_every, args.budget, args.n_samples, args.ema_warmup)
     else:
         report(args.paths)
 

@@ -97,3 +97,65 @@ def test_bad_datasets_are_refused() -> None:
         Trainer(model, diffusion, images * 255, config)
     with pytest.raises(ValueError, match="labels"):
         Trainer(model, diffusion, images, config, labels=torch.zeros(3, dtype=torch.long))
+
+
+def _averaged_sequence(avg_fn, snapshots: list[torch.Tensor]) -> torch.Tensor:
+    """Run AveragedModel over a sequence of weight snapshots of a one-parameter module."""
+    from torch.optim.swa_utils import AveragedModel
+
+    module = torch.nn.Linear(1, 3, bias=False)
+    avg = AveragedModel(module, multi_avg_fn=avg_fn, use_buffers=True)
+    for w in snapshots:
+        with torch.no_grad():
+            module.weight.copy_(w)
+        avg.update_parameters(module)
+    return avg.module.weight.detach()
+
+
+def test_ema_without_warmup_is_torchs_ema_bit_for_bit() -> None:
+    from torch.optim.swa_utils import get_ema_multi_avg_fn
+
+    from glide_edu.train import ema_update_fn
+
+    snaps = [torch.randn(3, 1, generator=torch.Generator().manual_seed(i)) for i in range(30)]
+    ours = _averaged_sequence(ema_update_fn(0.9), snaps)
+    torchs = _averaged_sequence(get_ema_multi_avg_fn(0.9), snaps)
+    assert torch.equal(ours, torchs)  # the shipped recipes (no warm-up) are unchanged
+
+
+def test_ema_warmup_matches_the_closed_form_weights() -> None:
+    from glide_edu.train import ema_decay, ema_update_fn
+
+    snaps = [torch.randn(3, 1, generator=torch.Generator().manual_seed(i)).double() for i in range(40)]
+    got = _averaged_sequence(ema_update_fn(0.95, warmup=True), [s.float() for s in snaps])
+    # θ_ema after n snapshots = Σ_i w_i θ_i with w from the decays d_1..d_{n-1} (the first update copies)
+    weights = [1.0]
+    for n in range(1, len(snaps)):
+        d = min(0.95, (1 + n) / (10 + n))
+        assert ema_decay(0.95, n, warmup=True) == d
+        weights = [w * d for w in weights] + [1 - d]
+    expected = sum(w * s for w, s in zip(weights, snaps, strict=True))
+    assert abs(sum(weights) - 1) < 1e-12
+    torch.testing.assert_close(got, expected.float(), atol=1e-6, rtol=1e-6)
+    # early on the warm-up forgets the start far faster than the plain rate would
+    assert weights[0] < 1e-6 < 0.95 ** 39
+    assert ema_decay(0.95, 1000, warmup=True) == 0.95 and ema_decay(0.95, 0, warmup=False) == 0.95
+
+
+@pytest.mark.parametrize("rate", [1.0, -0.1, 1.5])
+def test_ema_rate_outside_unit_interval_is_refused(rate: float) -> None:
+    model, diffusion, images, config, mc, dc = _setup(ema_rate=rate)
+    with pytest.raises(ValueError, match="ema_rate must be in"):
+        Trainer(model, diffusion, images, config)
+
+
+def test_ema_warmup_in_the_trainer_tracks_the_young_model() -> None:
+    dists = {}
+    for warmup in (False, True):
+        model, diffusion, images, config, mc, dc = _setup(steps=20, batch_size=8, lr=1e-3, ema_warmup=warmup)
+        start = {k: v.clone() for k, v in model.state_dict().items()}
+        trainer = Trainer(model, diffusion, images, config)
+        trainer.train()
+        ema, raw = trainer.ema_model.state_dict(), trainer.model.state_dict()
+        dists[warmup] = sum(float((ema[k] - raw[k]).norm()) for k in start if start[k].is_floating_point())
+    assert dists[True] < 0.5 * dists[False]
