@@ -6,7 +6,7 @@ accuracy, diversity). The 20 updates visit 20 different (digit, scale) settings,
 slider and the dropdown would; one warm-up call is not counted. The load average is recorded with the result,
 because these machines are shared.
 
-    python benchmarks/widget_cfg.py              # 1 thread: on a 2-core box shared with other jobs, 2 threads are slower
+    python benchmarks/widget_cfg.py    # 1 thread: on a 2-core box shared with other jobs, 2 threads are slower
 """
 
 from __future__ import annotations

@@ -361,11 +361,13 @@ def sweep(
                 continue
             t0 = time.perf_counter()
             samples = guided_samples(
-                model, diffusion, clf, labels, s, noise=x_T, generator=torch.Generator().manual_seed(seed + 1), clean=clean
+                model, diffusion, clf, labels, s, noise=x_T, generator=torch.Generator().manual_seed(seed + 1),
+                clean=clean,
             )
             row = guided_sample_quality(real, samples, labels, net)
             with torch.no_grad():
-                row["guide_accuracy"] = float((clf(samples, torch.zeros(n, dtype=torch.long)).argmax(1) == labels).float().mean())
+                guide_pred = clf(samples, torch.zeros(n, dtype=torch.long)).argmax(1)
+                row["guide_accuracy"] = float((guide_pred == labels).float().mean())
             row = {k: round(v, 4) for k, v in row.items()}
             results[name][f"{s:g}"] = row
             if s == 0:
@@ -420,14 +422,16 @@ def load_sweep(path: str | Path = RESULTS_PATH, check_checkpoints: bool = True) 
     if check_checkpoints:
         from glide_edu.experiments import file_sha256
 
-        for key, entry in data["provenance"]["checkpoints"].items():
+        for entry in data["provenance"]["checkpoints"].values():
             shipped = CHECKPOINT_DIR / Path(entry["file"]).name
             if file_sha256(shipped) != entry["sha256"]:
                 raise ValueError(f"{path} was computed with another {shipped.name}; regenerate with: {SWEEP_COMMAND}")
     return data
 
 
-def format_sweep(results: dict[str, Any], metrics: Sequence[str] = ("fid_proxy", "precision", "recall", "accuracy", "diversity")) -> str:
+def format_sweep(
+    results: dict[str, Any], metrics: Sequence[str] = ("fid_proxy", "precision", "recall", "accuracy", "diversity")
+) -> str:
     """A markdown table: one row per (classifier, scale), one column per metric."""
     lines = ["| classifier | s | " + " | ".join(metrics) + " |", "|---|---:|" + "---:|" * len(metrics)]
     for name, rows in results["results"].items():
@@ -506,9 +510,9 @@ def guidance_view(models: ExplorerModels, label: int, scale: float, classifier: 
     )
     with torch.no_grad():
         accuracy = float((models.net.logits(samples.clamp(-1, 1)).argmax(1) == labels).float().mean())
-    return GuidanceView(
-        samples, int(label), float(scale), classifier, accuracy, diversity(samples, models.net), time.perf_counter() - start
-    )
+    elapsed = time.perf_counter() - start
+    spread = diversity(samples, models.net)
+    return GuidanceView(samples, int(label), float(scale), classifier, accuracy, spread, elapsed)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -102,12 +102,14 @@ def test_scale_zero_reproduces_unguided_sampling(method: str) -> None:
     shape = (3, 1, 16, 16)
     loop = diffusion.p_sample_loop if method == "ancestral" else diffusion.ddim_sample_loop
     plain = loop(_eps_model, shape, generator=torch.Generator().manual_seed(5))
-    guided0 = cg.guided_samples(_eps_model, diffusion, clf, labels, 0.0, method, generator=torch.Generator().manual_seed(5))
+    gen = torch.Generator().manual_seed(5)
+    guided0 = cg.guided_samples(_eps_model, diffusion, clf, labels, 0.0, method, generator=gen)
     assert torch.equal(plain, guided0)
     # a zero-scaled cond_fn through the sampler changes nothing but rounding (DDIM goes ε → x̂_0 → ε,
     # multiplying float32 rounding by 1/√ᾱ_t ≈ 10² at the noisiest steps)
     zero_fn = cg.classifier_cond_fn(clf, 0.0)
-    via = loop(_eps_model, shape, generator=torch.Generator().manual_seed(5), cond_fn=zero_fn, model_kwargs={"y": labels})
+    gen = torch.Generator().manual_seed(5)
+    via = loop(_eps_model, shape, generator=gen, cond_fn=zero_fn, model_kwargs={"y": labels})
     torch.testing.assert_close(via, plain, rtol=0, atol=1e-6 if method == "ancestral" else 1e-3)
 
 

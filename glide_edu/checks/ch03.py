@@ -312,9 +312,8 @@ def check_timestep_embedding(fn: Callable) -> bool:
                 "the frequencies decrease with k: f_k = exp(−ln(10000)·k/half), a minus sign is missing": with_freqs(
                     torch.exp(np.log(10000.0) * k / half)
                 ),
-                "the frequencies are f_k = 10000^(−k/half), i.e. exp(−ln(10000)·k/half); the log is missing": with_freqs(
-                    torch.exp(-10000.0 * k / half)
-                ),
+                "the frequencies are f_k = 10000^(−k/half), i.e. exp(−ln(10000)·k/half); the log is missing":
+                    with_freqs(torch.exp(-10000.0 * k / half)),
             },
             f"{name} (dim={dim})",
             atol,

@@ -59,17 +59,19 @@ def check_classifier_gradient(fn: Callable) -> bool:
         if out.requires_grad:
             out = out.detach()
         pick = torch.nn.functional.one_hot(y, 10).float()
-        wrong_scale = {} if scale == 1 else {"the scale s is missing": ref / scale, "the scale is applied twice": ref * scale}
+        wrong_scale = {} if scale == 1 else {
+            "the scale s is missing": ref / scale, "the scale is applied twice": ref * scale
+        }
         raise_if_matches(out, {
             **wrong_scale,
             "this is the gradient of the raw logit of y; guidance uses the log-probability, "
             "log_softmax(logits)[y] (the logit minus log Σ_k exp(logit_k))":
-                scale * _grad_of(clf, x, t, lambda z: (z * pick).sum(1)),
+                scale * _grad_of(clf, x, t, lambda z, pick=pick: (z * pick).sum(1)),
             "this is the gradient of p_φ(y|x_t) itself; take the gradient of its log":
-                scale * _grad_of(clf, x, t, lambda z: (z.softmax(1) * pick).sum(1)),
+                scale * _grad_of(clf, x, t, lambda z, pick=pick: (z.softmax(1) * pick).sum(1)),
             "the sign is flipped: guidance climbs log p_φ(y|x_t), so the gradient points towards class y": -ref,
             "the classifier must be given the timestep t of x_t (it was trained on noised images at every t)":
-                scale * _grad_of(clf, x, torch.zeros_like(t), lambda z: (z.log_softmax(1) * pick).sum(1)),
+                scale * _grad_of(clf, x, torch.zeros_like(t), lambda z, pick=pick: (z.log_softmax(1) * pick).sum(1)),
         }, where, atol, 1e-3)
         expect_close(out, ref, where, atol, 1e-3, hint="s·∂/∂x_t of log_softmax(classifier(x_t, t))[y], per sample")
     return passed(name, "s·∇ log p_φ(y|x_t, t) matches the library's cond_fn")

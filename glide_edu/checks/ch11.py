@@ -41,7 +41,7 @@ def check_glide_cfg(glide_cfg: Callable[[Tensor, float], Tensor]) -> bool:
     gen = _gen(11)
     for batch, scale in ((2, 3.0), (1, 5.0), (3, 1.5)):
         out = torch.randn(2 * batch, 6, 4, 4, generator=gen)
-        expected = classifier_free_guidance(lambda x, t: out, scale)(torch.zeros(2 * batch, 3, 4, 4), None)
+        expected = classifier_free_guidance(lambda x, t, out=out: out, scale)(torch.zeros(2 * batch, 3, 4, 4), None)
         got = expect_tensor(call_reader(glide_cfg, "glide_cfg(model_out, s)", out.clone(), scale), "glide_cfg output")
         if got.shape[0] == batch:
             raise ExerciseError("glide_cfg output: keep both halves (2B rows); the sampler drops the second half later")

@@ -60,7 +60,9 @@ class ClassifierConfig:
             )
         for m in self.channel_mult:
             if (m * self.model_channels) % 32:
-                raise ValueError(f"model_channels·mult = {m * self.model_channels} must be a multiple of 32 (GroupNorm)")
+                raise ValueError(
+                    f"model_channels·mult = {m * self.model_channels} must be a multiple of 32 (GroupNorm)"
+                )
         if self.num_res_blocks < 1:
             raise ValueError(f"num_res_blocks must be >= 1, got {self.num_res_blocks}")
         if self.num_classes < 2:
