@@ -59,12 +59,14 @@ def train_digits(
     run_dir: Path | None = None,
     seed: int = 0,
     progress: bool = True,
+    sample_every: int = 0,
 ) -> Path:
     """Train the digits model with ``loss`` in {"simple", "hybrid"} and write the shipped checkpoint."""
     if loss not in ("simple", "hybrid"):
         raise ValueError(f"loss must be 'simple' or 'hybrid', got {loss!r}")
     unet_cfg, diffusion_cfg = digits_configs(loss)
-    cfg = replace(DIGITS_TRAIN, steps=steps or DIGITS_TRAIN.steps, seed=seed, progress=progress, loss_type=loss)
+    cfg = replace(DIGITS_TRAIN, steps=steps or DIGITS_TRAIN.steps, seed=seed, progress=progress, loss_type=loss,
+                  sample_every=sample_every)
     out = out or CHECKPOINT_DIR / f"digits_{loss}.safetensors"
     info = {"command": f"python -m glide_edu.recipes digits --loss {loss}", "weights": "EMA, stored as float16"}
     return _train_and_ship(unet_cfg, diffusion_cfg, cfg, out, run_dir, info)
@@ -130,6 +132,7 @@ def train_digits_cfg(
     run_dir: Path | None = None,
     seed: int = 0,
     progress: bool = True,
+    sample_every: int = 0,
 ) -> Path:
     """Train the class-conditional digits model of chapter 6 (hybrid loss, learned null label).
 
@@ -142,7 +145,8 @@ def train_digits_cfg(
     unet_cfg, diffusion_cfg = digits_configs("hybrid")
     unet_cfg = replace(unet_cfg, num_classes=NULL_LABEL + 1)
     cfg = replace(
-        DIGITS_TRAIN, steps=steps or CFG_STEPS, seed=seed, progress=progress, loss_type="hybrid", ema_rate=CFG_EMA_RATE
+        DIGITS_TRAIN, steps=steps or CFG_STEPS, seed=seed, progress=progress, loss_type="hybrid", ema_rate=CFG_EMA_RATE,
+        sample_every=sample_every,
     )
     cfg.extra = {"p_uncond": p_uncond, "null_label": NULL_LABEL}
     out = out or CHECKPOINT_DIR / f"{cfg_checkpoint_name(p_uncond)}.safetensors"
@@ -166,6 +170,8 @@ def main(argv: list[str] | None = None) -> None:
     digits.add_argument("--out", type=Path, default=None, help="default data/checkpoints/digits_<loss>.safetensors")
     digits.add_argument("--run-dir", type=Path, default=None, help="keep resumable checkpoints here")
     digits.add_argument("--threads", type=int, default=None)
+    digits.add_argument("--sample-every", type=int, default=0, metavar="N",
+                        help="every N steps, save a grid of EMA samples to <run-dir>/samples (needs --run-dir)")
     digits.add_argument("--seed", type=int, default=0)
     cfgp = sub.add_parser("digits-cfg", help="the class-conditional digits model with label dropout (chapter 6)")
     cfgp.add_argument("--p-uncond", type=float, required=True, help="probability of the null label, e.g. 0.1")
@@ -173,6 +179,8 @@ def main(argv: list[str] | None = None) -> None:
     cfgp.add_argument("--out", type=Path, default=None, help="default data/checkpoints/digits_cfg_p<100·p>.safetensors")
     cfgp.add_argument("--run-dir", type=Path, default=None, help="keep resumable checkpoints here")
     cfgp.add_argument("--threads", type=int, default=None)
+    cfgp.add_argument("--sample-every", type=int, default=0, metavar="N",
+                      help="every N steps, save a grid of EMA samples to <run-dir>/samples (needs --run-dir)")
     cfgp.add_argument("--seed", type=int, default=0)
     clf = sub.add_parser("classifier", help="the noisy (or clean control) digits classifier of chapter 5")
     noise_flag = clf.add_mutually_exclusive_group(required=True)
@@ -200,10 +208,13 @@ def main(argv: list[str] | None = None) -> None:
 
         print(f"wrote {train_and_save_classifier(args.noised, args.steps, args.out, args.seed)}")
         return
+    if args.sample_every and args.run_dir is None:
+        parser.error("--sample-every needs --run-dir: the grids are written to <run-dir>/samples")
     if args.recipe == "digits-cfg":
-        path = train_digits_cfg(args.p_uncond, args.steps, args.out, args.run_dir, args.seed)
+        path = train_digits_cfg(args.p_uncond, args.steps, args.out, args.run_dir, args.seed,
+                                sample_every=args.sample_every)
     else:
-        path = train_digits(args.loss, args.steps, args.out, args.run_dir, args.seed)
+        path = train_digits(args.loss, args.steps, args.out, args.run_dir, args.seed, sample_every=args.sample_every)
     print(f"wrote {path}")
 
 

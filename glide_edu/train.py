@@ -7,6 +7,9 @@ Checkpoints are folders ``<run_dir>/ckpt-<step>/`` holding
   ``torch.load(weights_only=True)``);
 * ``trainer.json`` — the model, diffusion and training configs and the step.
 
+With ``sample_every`` set, the EMA model also draws a grid from the same fixed noise every that many steps:
+``<run_dir>/samples/step-<step>.png`` (written atomically) and ``Trainer.last_samples``.
+
 Each is written into a temporary folder that is renamed into place (atomic on POSIX), and the small file
 ``<run_dir>/latest`` is replaced atomically last, so an interrupted write never damages the previous
 checkpoint. Resuming refuses a checkpoint whose model or diffusion config differs from the current one.
@@ -56,6 +59,9 @@ class TrainConfig:
     log_every: int = 50
     checkpoint_every: int = 0  # 0: only at the end (when a run_dir is given)
     keep_checkpoints: int = 2
+    sample_every: int = 0  # 0: no sample grids during training
+    sample_count: int = 16  # images per grid
+    sample_steps: int = 50  # respaced ancestral steps per grid
     progress: bool = True
     extra: dict = field(default_factory=dict)
 
@@ -162,8 +168,18 @@ class Trainer:
         self.sampler = create_named_schedule_sampler(cfg.schedule_sampler, diffusion.num_timesteps)
         self.step = 0
         self.history: list[dict[str, float]] = []
+        self.last_samples: Tensor | None = None  # (sample_count, C, H, W), the latest grid's images
+        self._check_sampling(cfg, diffusion.num_timesteps)
         if self.run_dir is not None and latest_checkpoint(self.run_dir) is not None:
             self.load(latest_checkpoint(self.run_dir))
+
+    @staticmethod
+    def _check_sampling(cfg: TrainConfig, num_timesteps: int) -> None:
+        if cfg.sample_every < 0 or cfg.sample_count < 1 or not 1 <= cfg.sample_steps <= num_timesteps:
+            raise ValueError(
+                f"sample_every={cfg.sample_every}, sample_count={cfg.sample_count}, sample_steps={cfg.sample_steps}: "
+                f"need sample_every ≥ 0 (0 = off), sample_count ≥ 1 and 1 ≤ sample_steps ≤ {num_timesteps}"
+            )
 
     # ------------------------------------------------------------------------------------------ data
     @staticmethod
@@ -252,8 +268,44 @@ class Trainer:
             every = self.config.checkpoint_every
             if self.run_dir is not None and ((every and self.step % every == 0) or self.step == target):
                 self.save()
+            if self.config.sample_every and self.step % self.config.sample_every == 0:
+                self.last_samples = self.sample_grid()
         bar.close()
         return self.history
+
+    @torch.no_grad()
+    def sample_grid(self) -> Tensor:
+        """x_0 ~ p_θ from the EMA model: ``sample_count`` images, ``sample_steps`` respaced ancestral steps.
+
+        The noise comes from its own generator (seed + 1), the same at every call, so grids of successive steps
+        differ only by training; class-conditional runs cycle through the dataset's labels.
+        """
+        from glide_edu.plotting import make_grid, to_pil
+        from glide_edu.respace import SpacedDiffusion, space_timesteps
+
+        cfg, base = self.config, self.diffusion
+        n, shape = cfg.sample_count, (cfg.sample_count, *self.images.shape[1:])
+        sampler = base
+        if getattr(base, "original_num_steps", base.num_timesteps) == base.num_timesteps:  # not already respaced
+            sampler = SpacedDiffusion(space_timesteps(base.num_timesteps, cfg.sample_steps), base.betas,
+                                      model_mean_type=base.model_mean_type, model_var_type=base.model_var_type)
+        kwargs = {}
+        if self.labels is not None:
+            classes = torch.unique(self.labels)
+            kwargs["y"] = classes[torch.arange(n) % len(classes)]
+        model, was_training = self.ema_model, self.ema_model.training
+        model.eval()
+        gen = torch.Generator().manual_seed(cfg.seed + 1)
+        samples = sampler.p_sample_loop(model, shape, model_kwargs=kwargs, generator=gen)  # (n, C, H, W)
+        model.train(was_training)
+        if self.run_dir is not None:
+            folder = self.run_dir / "samples"
+            folder.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=folder, prefix=".grid.", suffix=".png")
+            os.close(fd)
+            to_pil(make_grid(samples, nrow=int(math.ceil(math.sqrt(n))))[None])[0].save(tmp, format="PNG")
+            os.replace(tmp, folder / f"step-{self.step:07d}.png")
+        return samples
 
     @property
     def ema_model(self) -> nn.Module:

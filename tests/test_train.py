@@ -159,3 +159,46 @@ def test_ema_warmup_in_the_trainer_tracks_the_young_model() -> None:
         ema, raw = trainer.ema_model.state_dict(), trainer.model.state_dict()
         dists[warmup] = sum(float((ema[k] - raw[k]).norm()) for k in start if start[k].is_floating_point())
     assert dists[True] < 0.5 * dists[False]
+
+
+def test_periodic_sample_grids_are_written_and_leave_training_unchanged(tmp_path) -> None:
+    from PIL import Image
+
+    model, diffusion, images, config, mc, dc = _setup(steps=4, sample_every=2, sample_count=6, sample_steps=5)
+    trainer = Trainer(model, diffusion, images, config, run_dir=tmp_path, model_config=mc, diffusion_config=dc)
+    losses = [h["loss"] for h in trainer.train()]
+    grids = sorted(p.name for p in (tmp_path / "samples").iterdir())
+    assert grids == ["step-0000002.png", "step-0000004.png"]  # no temporary files left behind
+    with Image.open(tmp_path / "samples" / grids[-1]) as im:
+        assert im.size == (3 * 17 + 1, 2 * 17 + 1)  # 6 images of 16×16, 3 per row, 1-pixel padding
+    samples = trainer.last_samples
+    assert samples.shape == (6, 1, 16, 16) and samples.abs().max() <= 1 and torch.isfinite(samples).all()
+    assert torch.equal(trainer.sample_grid(), samples)  # the same fixed noise at every call
+    # drawing grids uses its own generator: the training run is the same without them
+    model, diffusion, images, config, mc, dc = _setup(steps=4)
+    assert [h["loss"] for h in Trainer(model, diffusion, images, config).train()] == losses
+
+
+def test_sample_grids_of_a_class_conditional_run_cycle_through_the_labels() -> None:
+    cfg = UNetConfig(image_size=16, in_channels=1, model_channels=32, channel_mult=(1,), num_res_blocks=1,
+                     attention_resolutions=(), num_classes=3)
+    model = UNetModel(cfg)
+    seen = []
+    original = model.forward
+    model.forward = lambda x, t, y=None: (seen.append(y), original(x, t, y=y))[1]
+    diffusion = create_diffusion(20, "cosine", model_var_type="fixed_small")
+    images, labels = load_digits(16, "train")
+    keep = labels < 3
+    config = TrainConfig(steps=1, batch_size=4, progress=False, sample_every=1, sample_count=5, sample_steps=2)
+    trainer = Trainer(model, diffusion, images[keep][:32], config, labels=labels[keep][:32])
+    trainer.train()
+    assert trainer.last_samples.shape == (5, 1, 16, 16)
+    assert seen[-1].tolist() == [0, 1, 2, 0, 1]
+
+
+@pytest.mark.parametrize("bad", [{"sample_every": -1}, {"sample_count": 0}, {"sample_steps": 0},
+                                 {"sample_steps": 101}])
+def test_bad_sampling_options_are_refused(bad: dict) -> None:
+    model, diffusion, images, config, mc, dc = _setup(**bad)
+    with pytest.raises(ValueError, match="need sample_every ≥ 0"):
+        Trainer(model, diffusion, images, config)
