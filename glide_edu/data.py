@@ -1,12 +1,17 @@
 """Small real datasets that ship inside installed packages (nothing is downloaded).
 
 * handwritten digits — scikit-learn's 1,797 8×8 scans (UCI), upsampled bilinearly, values in [−1, 1];
-* photographs — scikit-image's sample images (the cat "chelsea", an astronaut, coffee, a camera man).
+* photographs — scikit-image's sample images (the cat "chelsea", an astronaut, coffee, a camera man);
+* your own images — :func:`load_image_folder` reads a folder (optionally one sub-folder per class).
 
 Images are float32 NCHW tensors in [−1, 1], the book's convention.
 """
 
 from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -62,3 +67,50 @@ def load_photo(name: str = "cat", size: int = 64) -> Tensor:
     arr = arr[top : top + s, left : left + s, :3]
     x = torch.from_numpy(arr.astype(np.float32) / 127.5 - 1.0).permute(2, 0, 1).unsqueeze(0)  # (1, 3, s, s)
     return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True).clamp(-1, 1)
+
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+
+
+class FolderData(NamedTuple):
+    """Images (N, C, size, size) in [−1, 1]; labels (N,) int64 and their class names when the images sit in
+    one sub-folder per class (torchvision's ImageFolder layout), else None and []."""
+
+    images: Tensor
+    labels: Tensor | None
+    classes: list[str]
+
+
+def load_image_folder(path: str | os.PathLike, size: int, channels: int = 3) -> FolderData:
+    """Your own images for training: every image file under ``path``, centre-cropped to a square, resized to
+    ``size``×``size`` (bicubic) and scaled to [−1, 1]. ``channels`` is 3 (RGB) or 1 (grayscale)."""
+    from PIL import Image, UnidentifiedImageError
+
+    root = Path(path)
+    if not root.is_dir():
+        raise FileNotFoundError(f"no folder at {root}; pass the folder that holds your images")
+    if channels not in (1, 3):
+        raise ValueError(f"channels must be 1 (grayscale) or 3 (RGB), got {channels!r}")
+    if not isinstance(size, int) or size < 1:
+        raise ValueError(f"size must be a positive integer, got {size!r}")
+    files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise ValueError(f"{root} holds no image files ({', '.join(IMAGE_SUFFIXES)}); the dataset would be empty")
+    arrays = []
+    for f in files:
+        try:
+            with Image.open(f) as im:
+                im = im.convert("RGB" if channels == 3 else "L")
+                s = min(im.size)
+                left, top = (im.width - s) // 2, (im.height - s) // 2
+                im = im.crop((left, top, left + s, top + s)).resize((size, size), Image.Resampling.BICUBIC)
+                arrays.append(np.asarray(im, dtype=np.float32).reshape(size, size, channels))
+        except (UnidentifiedImageError, OSError) as err:
+            raise ValueError(f"cannot read image {f}: {err}; fix or remove the file") from None
+    images = torch.from_numpy(np.stack(arrays) / 127.5 - 1.0).permute(0, 3, 1, 2).float().contiguous()
+    parents = [f.relative_to(root).parts for f in files]
+    if all(len(p) == 2 for p in parents):  # root/<class>/<image>
+        classes = sorted({p[0] for p in parents})
+        labels = torch.tensor([classes.index(p[0]) for p in parents], dtype=torch.int64)
+        return FolderData(images, labels, classes)
+    return FolderData(images, None, [])
