@@ -6,6 +6,7 @@
     python -m glide_edu.recipes classifier --noised    # → data/checkpoints/digits_classifier_noisy.safetensors
     python -m glide_edu.recipes classifier --clean     # → data/checkpoints/digits_classifier_clean.safetensors
     python -m glide_edu.recipes digits-cfg --p-uncond 0.1  # → data/checkpoints/digits_cfg_p10.safetensors
+    python -m glide_edu.recipes folder --data my_images/ --image-size 32 --run-dir runs/mine --out mine.safetensors
 
 Both train the same ADM UNet (1.9 M parameters) on the 16×16 digits with a 1000-step cosine schedule;
 ``simple`` predicts ε with a fixed Σ (L_simple), ``hybrid`` also learns Σ (L_simple + λ·L_vlb, λ = 0.001).
@@ -20,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from glide_edu.data import load_digits
+from glide_edu.data import load_digits, load_image_folder
 from glide_edu.nn.unet import UNetConfig, UNetModel
 from glide_edu.pretrained import CHECKPOINT_DIR, save_small_checkpoint
 from glide_edu.respace import create_diffusion
@@ -80,6 +81,8 @@ def _train_and_ship(
     run_dir: Path | None,
     info: dict,
     labelled: bool = False,
+    images: torch.Tensor | None = None,
+    labels: torch.Tensor | None = None,
     **trainer_kwargs,
 ) -> Path:
     """Build the UNet (seeded with ``cfg.seed``), train it on the training digits, write its EMA weights to ``out``.
@@ -89,13 +92,15 @@ def _train_and_ship(
     torch.manual_seed(cfg.seed)
     model = UNetModel(unet_cfg)
     diffusion = create_diffusion(**diffusion_cfg)
-    images, labels = load_digits(16, "train")
+    if images is None:  # the 16×16 training digits
+        images, digit_labels = load_digits(16, "train")
+        labels = digit_labels if labelled else None
     trainer = Trainer(
         model,
         diffusion,
         images,
         cfg,
-        labels=labels if labelled else None,
+        labels=labels,
         run_dir=run_dir,
         model_config={"unet": asdict(unet_cfg)},
         diffusion_config=diffusion_cfg,
@@ -161,6 +166,48 @@ def train_digits_cfg(
     )
 
 
+# Channel multipliers per resolution (guided-diffusion's defaults, 16×16 as the digits model).
+FOLDER_CHANNEL_MULT = {16: (1, 2, 2), 32: (1, 2, 2, 2), 64: (1, 2, 3, 4), 128: (1, 1, 2, 3, 4), 256: (1, 1, 2, 2, 4, 4)}
+
+
+def folder_unet(image_size: int, channels: int, model_channels: int, learn_sigma: bool,
+                num_classes: int | None) -> UNetConfig:
+    """An ADM UNet for ``image_size`` (one of :data:`FOLDER_CHANNEL_MULT`): attention at 32, 16 and 8 px."""
+    if image_size not in FOLDER_CHANNEL_MULT:
+        raise ValueError(f"--image-size {image_size} is not supported; choose one of {sorted(FOLDER_CHANNEL_MULT)}")
+    if model_channels % 32:
+        raise ValueError(f"--model-channels must be a multiple of 32 (GroupNorm(32)), got {model_channels}")
+    return UNetConfig(
+        image_size=image_size, in_channels=channels, model_channels=model_channels,
+        channel_mult=FOLDER_CHANNEL_MULT[image_size], num_res_blocks=2,
+        attention_resolutions=tuple(r for r in (32, 16, 8) if r < image_size),
+        num_head_channels=min(64, model_channels), dropout=0.1, learn_sigma=learn_sigma, num_classes=num_classes,
+    )
+
+
+def train_folder(args: argparse.Namespace) -> Path:
+    """Train on a folder of your own images (``recipes folder``); class sub-folders + ``--p-uncond`` → CFG."""
+    data = load_image_folder(args.data, args.image_size, args.channels)
+    labels = data.labels if data.classes else None
+    if args.p_uncond and labels is None:
+        raise ValueError("--p-uncond needs one sub-folder per class in --data (labels); this folder is flat")
+    num_classes = None if labels is None else len(data.classes) + (1 if args.p_uncond else 0)
+    learned = args.loss == "hybrid"
+    unet_cfg = folder_unet(args.image_size, args.channels, args.model_channels, learned, num_classes)
+    diffusion_cfg = {"steps": 1000, "noise_schedule": "cosine",
+                     "model_var_type": "learned_range" if learned else "fixed_small"}
+    cfg = TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, ema_rate=args.ema_rate,
+                      ema_warmup=True, loss_type=args.loss, seed=args.seed, checkpoint_every=args.checkpoint_every,
+                      sample_every=args.sample_every, log_every=100)
+    info = {"command": "python -m glide_edu.recipes folder", "data": Path(args.data).name,
+            "images": len(data.images), "classes": data.classes, "weights": "EMA, stored as float16"}
+    kwargs = {"label_dropout": args.p_uncond, "null_label": len(data.classes)} if args.p_uncond else {}
+    if args.p_uncond:
+        cfg.extra = {"p_uncond": args.p_uncond, "null_label": len(data.classes)}
+    return _train_and_ship(unet_cfg, diffusion_cfg, cfg, args.out, args.run_dir, info, images=data.images,
+                           labels=labels, **kwargs)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m glide_edu.recipes", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="recipe", required=True)
@@ -190,6 +237,24 @@ def main(argv: list[str] | None = None) -> None:
     clf.add_argument("--out", type=Path, default=None, help="default data/checkpoints/digits_classifier_<noisy|clean>")
     clf.add_argument("--threads", type=int, default=None)
     clf.add_argument("--seed", type=int, default=0)
+    fold = sub.add_parser("folder", help="an ADM UNet on a folder of your own images (class sub-folders → labels)")
+    fold.add_argument("--data", type=Path, required=True, help="folder of images, optionally one sub-folder per class")
+    fold.add_argument("--image-size", type=int, required=True, help=f"one of {sorted(FOLDER_CHANNEL_MULT)}")
+    fold.add_argument("--channels", type=int, default=3, choices=[1, 3])
+    fold.add_argument("--loss", choices=["simple", "hybrid"], default="hybrid")
+    fold.add_argument("--steps", type=int, default=10_000)
+    fold.add_argument("--batch-size", type=int, default=32)
+    fold.add_argument("--lr", type=float, default=1e-4)
+    fold.add_argument("--ema-rate", type=float, default=0.9999, help="with warm-up min(rate, (1+n)/(10+n))")
+    fold.add_argument("--model-channels", type=int, default=64)
+    fold.add_argument("--p-uncond", type=float, default=0.0, help="label dropout for classifier-free guidance")
+    fold.add_argument("--out", type=Path, required=True, help="the EMA weights + configs (.safetensors)")
+    fold.add_argument("--run-dir", type=Path, default=None, help="keep resumable checkpoints here")
+    fold.add_argument("--checkpoint-every", type=int, default=1000)
+    fold.add_argument("--sample-every", type=int, default=0, metavar="N",
+                      help="every N steps, save a grid of EMA samples to <run-dir>/samples (needs --run-dir)")
+    fold.add_argument("--threads", type=int, default=None)
+    fold.add_argument("--seed", type=int, default=0)
     feats = sub.add_parser("fid-features", help="the digit feature network of the FID-proxy (glide_edu.metrics)")
     feats.add_argument("--epochs", type=int, default=30)
     feats.add_argument("--seed", type=int, default=0)
@@ -208,9 +273,16 @@ def main(argv: list[str] | None = None) -> None:
 
         print(f"wrote {train_and_save_classifier(args.noised, args.steps, args.out, args.seed)}")
         return
-    if args.sample_every and args.run_dir is None:
+    if getattr(args, "sample_every", 0) and args.run_dir is None:
         parser.error("--sample-every needs --run-dir: the grids are written to <run-dir>/samples")
-    if args.recipe == "digits-cfg":
+    if args.recipe == "folder":
+        if not 0.0 <= args.p_uncond < 1.0:
+            parser.error(f"--p-uncond must lie in [0, 1), got {args.p_uncond}")
+        try:
+            path = train_folder(args)
+        except (ValueError, FileNotFoundError) as err:
+            parser.error(str(err))
+    elif args.recipe == "digits-cfg":
         path = train_digits_cfg(args.p_uncond, args.steps, args.out, args.run_dir, args.seed,
                                 sample_every=args.sample_every)
     else:

@@ -33,3 +33,62 @@ def test_sample_every_without_run_dir_is_refused(capsys) -> None:
         recipes.main(["digits", "--loss", "simple", "--steps", "1", "--sample-every", "5"])
     assert exc.value.code == 2
     assert "--sample-every needs --run-dir" in capsys.readouterr().err
+
+
+def _folder(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for cls in ("circles", "squares"):
+        (tmp_path / "data" / cls).mkdir(parents=True)
+        for i in range(4):
+            Image.fromarray(rng.integers(0, 255, (20, 20, 3), dtype=np.uint8)).save(tmp_path / "data" / cls / f"{i}.png")
+    return tmp_path / "data"
+
+
+def test_folder_recipe_trains_a_class_conditional_model_that_loads_and_samples(tmp_path) -> None:
+    from glide_edu.pretrained import load_small_checkpoint
+
+    data, out, run = _folder(tmp_path), tmp_path / "mine.safetensors", tmp_path / "run"
+    threads = torch.get_num_threads()
+    try:
+        recipes.main(["folder", "--data", str(data), "--image-size", "16", "--steps", "2", "--batch-size", "4",
+                      "--model-channels", "32", "--p-uncond", "0.2", "--out", str(out), "--run-dir", str(run),
+                      "--sample-every", "2", "--threads", "1"])
+    finally:
+        torch.set_num_threads(threads)
+    assert (run / "samples" / "step-0000002.png").exists()
+    model, diffusion, meta = load_small_checkpoint(out)
+    assert model.config.num_classes == 3 and model.config.learn_sigma  # two classes + the null label
+    assert meta["info"]["classes"] == ["circles", "squares"] and meta["info"]["images"] == 8
+    with torch.no_grad():
+        eps = model(torch.zeros(2, 3, 16, 16), torch.tensor([10, 500]), y=torch.tensor([0, 2]))
+    assert eps.shape == (2, 6, 16, 16)
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--image-size", "20"], "--image-size 20 is not supported"),
+        (["--image-size", "16", "--model-channels", "48"], "must be a multiple of 32"),
+        (["--image-size", "16", "--p-uncond", "1.5"], "--p-uncond must lie in"),
+    ],
+)
+def test_folder_recipe_refuses_bad_options(tmp_path, capsys, extra, message) -> None:
+    data = _folder(tmp_path)
+    with pytest.raises(SystemExit) as exc:
+        recipes.main(["folder", "--data", str(data), "--out", str(tmp_path / "m.safetensors"), *extra])
+    assert exc.value.code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "m.safetensors").exists()
+
+
+def test_folder_recipe_refuses_label_dropout_on_a_flat_folder(tmp_path, capsys) -> None:
+    import numpy as np
+    from PIL import Image
+
+    Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(tmp_path / "a.png")
+    with pytest.raises(SystemExit):
+        recipes.main(["folder", "--data", str(tmp_path), "--image-size", "16", "--p-uncond", "0.1",
+                      "--out", str(tmp_path / "m.safetensors")])
+    assert "needs one sub-folder per class" in capsys.readouterr().err
