@@ -42,15 +42,17 @@ DIGITS_TRAIN = TrainConfig(
 )
 
 
-def digits_configs(loss: str) -> tuple[UNetConfig, dict]:
-    learned = loss == "hybrid"
-    unet = replace(DIGITS_UNET, learn_sigma=learned)
-    diffusion = {
+def diffusion_config(loss: str) -> dict:
+    """The recipes' training diffusion: 1000 cosine steps; Σ learned for the hybrid loss, β̃ for L_simple."""
+    return {
         "steps": 1000,
         "noise_schedule": "cosine",
-        "model_var_type": "learned_range" if learned else "fixed_small",
+        "model_var_type": "learned_range" if loss == "hybrid" else "fixed_small",
     }
-    return unet, diffusion
+
+
+def digits_configs(loss: str) -> tuple[UNetConfig, dict]:
+    return replace(DIGITS_UNET, learn_sigma=loss == "hybrid"), diffusion_config(loss)
 
 
 def train_digits(
@@ -80,21 +82,20 @@ def _train_and_ship(
     out: Path,
     run_dir: Path | None,
     info: dict,
-    labelled: bool = False,
     images: torch.Tensor | None = None,
     labels: torch.Tensor | None = None,
     **trainer_kwargs,
 ) -> Path:
-    """Build the UNet (seeded with ``cfg.seed``), train it on the training digits, write its EMA weights to ``out``.
+    """Build the UNet (seeded with ``cfg.seed``), train it on ``images`` (default: the 16×16 training digits,
+    unlabelled), write its EMA weights to ``out``.
 
     ``info`` (the command and notes) is completed with the steps, seconds, threads and final loss.
     """
     torch.manual_seed(cfg.seed)
     model = UNetModel(unet_cfg)
     diffusion = create_diffusion(**diffusion_cfg)
-    if images is None:  # the 16×16 training digits
-        images, digit_labels = load_digits(16, "train")
-        labels = digit_labels if labelled else None
+    if images is None:
+        images = load_digits(16, "train")[0]
     trainer = Trainer(
         model,
         diffusion,
@@ -161,8 +162,10 @@ def train_digits_cfg(
         "null_label": NULL_LABEL,
         "weights": f"EMA {CFG_EMA_RATE}, stored as float16",
     }
+    images, labels = load_digits(16, "train")
     return _train_and_ship(
-        unet_cfg, diffusion_cfg, cfg, out, run_dir, info, labelled=True, label_dropout=p_uncond, null_label=NULL_LABEL
+        unet_cfg, diffusion_cfg, cfg, out, run_dir, info, images=images, labels=labels, label_dropout=p_uncond,
+        null_label=NULL_LABEL,
     )
 
 
@@ -185,27 +188,28 @@ def folder_unet(image_size: int, channels: int, model_channels: int, learn_sigma
     )
 
 
-def train_folder(args: argparse.Namespace) -> Path:
-    """Train on a folder of your own images (``recipes folder``); class sub-folders + ``--p-uncond`` → CFG."""
+def folder_recipe(args: argparse.Namespace) -> dict:
+    """Check the ``recipes folder`` options and read the images; the keyword arguments of ``_train_and_ship``.
+
+    Raises ValueError / FileNotFoundError with a one-line message before any training starts.
+    """
+    if not 0.0 <= args.p_uncond < 1.0:
+        raise ValueError(f"--p-uncond must lie in [0, 1), got {args.p_uncond}")
     data = load_image_folder(args.data, args.image_size, args.channels)
-    labels = data.labels if data.classes else None
-    if args.p_uncond and labels is None:
+    if args.p_uncond and data.labels is None:
         raise ValueError("--p-uncond needs one sub-folder per class in --data (labels); this folder is flat")
-    num_classes = None if labels is None else len(data.classes) + (1 if args.p_uncond else 0)
-    learned = args.loss == "hybrid"
-    unet_cfg = folder_unet(args.image_size, args.channels, args.model_channels, learned, num_classes)
-    diffusion_cfg = {"steps": 1000, "noise_schedule": "cosine",
-                     "model_var_type": "learned_range" if learned else "fixed_small"}
+    null = {"label_dropout": args.p_uncond, "null_label": len(data.classes)} if args.p_uncond else {}
+    num_classes = None if data.labels is None else len(data.classes) + (1 if null else 0)
+    unet_cfg = folder_unet(args.image_size, args.channels, args.model_channels, args.loss == "hybrid", num_classes)
     cfg = TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, ema_rate=args.ema_rate,
                       ema_warmup=True, loss_type=args.loss, seed=args.seed, checkpoint_every=args.checkpoint_every,
                       sample_every=args.sample_every, log_every=100)
+    if null:
+        cfg.extra = {"p_uncond": args.p_uncond, "null_label": null["null_label"]}
     info = {"command": "python -m glide_edu.recipes folder", "data": Path(args.data).name,
             "images": len(data.images), "classes": data.classes, "weights": "EMA, stored as float16"}
-    kwargs = {"label_dropout": args.p_uncond, "null_label": len(data.classes)} if args.p_uncond else {}
-    if args.p_uncond:
-        cfg.extra = {"p_uncond": args.p_uncond, "null_label": len(data.classes)}
-    return _train_and_ship(unet_cfg, diffusion_cfg, cfg, args.out, args.run_dir, info, images=data.images,
-                           labels=labels, **kwargs)
+    return {"unet_cfg": unet_cfg, "diffusion_cfg": diffusion_config(args.loss), "cfg": cfg, "out": args.out,
+            "run_dir": args.run_dir, "info": info, "images": data.images, "labels": data.labels, **null}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -276,12 +280,11 @@ def main(argv: list[str] | None = None) -> None:
     if getattr(args, "sample_every", 0) and args.run_dir is None:
         parser.error("--sample-every needs --run-dir: the grids are written to <run-dir>/samples")
     if args.recipe == "folder":
-        if not 0.0 <= args.p_uncond < 1.0:
-            parser.error(f"--p-uncond must lie in [0, 1), got {args.p_uncond}")
         try:
-            path = train_folder(args)
+            recipe = folder_recipe(args)
         except (ValueError, FileNotFoundError) as err:
             parser.error(str(err))
+        path = _train_and_ship(**recipe)
     elif args.recipe == "digits-cfg":
         path = train_digits_cfg(args.p_uncond, args.steps, args.out, args.run_dir, args.seed,
                                 sample_every=args.sample_every)

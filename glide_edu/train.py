@@ -24,6 +24,7 @@ import shutil
 import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -92,13 +93,26 @@ class TrainingDiverged(FloatingPointError):
     """The loss became NaN or infinite; the last good checkpoint is kept."""
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
+def _atomic_write(path: Path, write: Callable[[str], None]) -> None:
+    """``write(tmp)`` into a temporary file beside ``path``, then rename it into place (removed on failure)."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    def write(tmp: str) -> None:
+        with open(tmp, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+
+    _atomic_write(path, write)
 
 
 def _config_diff(a: Any, b: Any, prefix: str = "") -> list[tuple[str, Any, Any]]:
@@ -281,14 +295,9 @@ class Trainer:
         differ only by training; class-conditional runs cycle through the dataset's labels.
         """
         from glide_edu.plotting import make_grid, to_pil
-        from glide_edu.respace import SpacedDiffusion, space_timesteps
 
-        cfg, base = self.config, self.diffusion
+        cfg = self.config
         n, shape = cfg.sample_count, (cfg.sample_count, *self.images.shape[1:])
-        sampler = base
-        if getattr(base, "original_num_steps", base.num_timesteps) == base.num_timesteps:  # not already respaced
-            sampler = SpacedDiffusion(space_timesteps(base.num_timesteps, cfg.sample_steps), base.betas,
-                                      model_mean_type=base.model_mean_type, model_var_type=base.model_var_type)
         kwargs = {}
         if self.labels is not None:
             classes = torch.unique(self.labels)
@@ -296,16 +305,25 @@ class Trainer:
         model, was_training = self.ema_model, self.ema_model.training
         model.eval()
         gen = torch.Generator().manual_seed(cfg.seed + 1)
-        samples = sampler.p_sample_loop(model, shape, model_kwargs=kwargs, generator=gen)  # (n, C, H, W)
+        samples = self._grid_sampler.p_sample_loop(model, shape, model_kwargs=kwargs, generator=gen)  # (n, C, H, W)
         model.train(was_training)
         if self.run_dir is not None:
             folder = self.run_dir / "samples"
             folder.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=folder, prefix=".grid.", suffix=".png")
-            os.close(fd)
-            to_pil(make_grid(samples, nrow=int(math.ceil(math.sqrt(n))))[None])[0].save(tmp, format="PNG")
-            os.replace(tmp, folder / f"step-{self.step:07d}.png")
+            image = to_pil(make_grid(samples, nrow=int(math.ceil(math.sqrt(n))))[None])[0]
+            _atomic_write(folder / f"step-{self.step:07d}.png", lambda tmp: image.save(tmp, format="PNG"))
         return samples
+
+    @cached_property
+    def _grid_sampler(self) -> GaussianDiffusion:
+        """The training diffusion respaced to ``sample_steps`` (as is, when it is already respaced)."""
+        from glide_edu.respace import SpacedDiffusion, space_timesteps
+
+        base = self.diffusion
+        if getattr(base, "original_num_steps", base.num_timesteps) != base.num_timesteps:
+            return base
+        return SpacedDiffusion(space_timesteps(base.num_timesteps, self.config.sample_steps), base.betas,
+                               model_mean_type=base.model_mean_type, model_var_type=base.model_var_type)
 
     @property
     def ema_model(self) -> nn.Module:

@@ -43,7 +43,8 @@ def _folder(tmp_path):
     for cls in ("circles", "squares"):
         (tmp_path / "data" / cls).mkdir(parents=True)
         for i in range(4):
-            Image.fromarray(rng.integers(0, 255, (20, 20, 3), dtype=np.uint8)).save(tmp_path / "data" / cls / f"{i}.png")
+            pixels = rng.integers(0, 255, (20, 20, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(tmp_path / "data" / cls / f"{i}.png")
     return tmp_path / "data"
 
 
