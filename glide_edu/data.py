@@ -19,6 +19,15 @@ import torch.nn.functional as F
 from torch import Tensor
 
 SPLITS = ("train", "test", "all")
+
+
+def quantize_8bit(x: Tensor) -> Tensor:
+    """Snap images in [−1, 1] onto the 256 levels of 8-bit data: round((x + 1)·127.5)/127.5 − 1 (after clamping).
+
+    The likelihood of chapter 4 is measured on such images, and GLIDE puts its base samples on this grid
+    before handing them to the upsampler (which was trained on 8-bit images).
+    """
+    return torch.round((x.clamp(-1, 1) + 1) * 127.5) / 127.5 - 1
 PHOTOS = {"cat": "chelsea", "chelsea": "chelsea", "astronaut": "astronaut", "coffee": "coffee", "camera": "camera"}
 
 

@@ -43,7 +43,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from glide_edu.data import load_digits
+from glide_edu.data import load_digits, quantize_8bit
 from glide_edu.pretrained import DATA_DIR, load_small_checkpoint, shipped_checkpoint
 from glide_edu.respace import SpacedDiffusion, create_diffusion
 
@@ -139,11 +139,6 @@ def file_sha256(path: str | os.PathLike) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
-
-
-def quantize_8bit(x: Tensor) -> Tensor:
-    """Snap images in [−1, 1] to the 256 levels of 8-bit data: round((x+1)·127.5)/127.5 − 1."""
-    return torch.round((x.clamp(-1, 1) + 1) * 127.5) / 127.5 - 1
 
 
 def load_models(checkpoints: Mapping[str, str | os.PathLike] | None = None) -> dict[str, LoadedModel]:

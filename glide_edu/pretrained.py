@@ -19,10 +19,11 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
 
+from glide_edu.fileio import assets_dir
 from glide_edu.nn.unet import UNetConfig, UNetModel
 from glide_edu.respace import create_diffusion
 
-DATA_DIR = Path(__file__).resolve().parent.parent / "data"
+DATA_DIR = assets_dir()
 CHECKPOINT_DIR = DATA_DIR / "checkpoints"
 
 

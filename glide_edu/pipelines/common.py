@@ -19,6 +19,7 @@ import torch
 from PIL import Image
 from torch import Tensor, nn
 
+from glide_edu.data import quantize_8bit  # noqa: F401  (re-exported for the pipelines)
 from glide_edu.nn.fp16 import convert_to_fp16
 from glide_edu.plotting import to_pil  # noqa: F401  (re-exported for the pipelines)
 from glide_edu.respace import SpacedDiffusion, create_diffusion
@@ -177,11 +178,6 @@ def autocast(device: torch.device, bf16: bool) -> Iterator[None]:
 
 
 # ------------------------------------------------------------------------------------- images & stages
-def quantize_8bit(x: Tensor) -> Tensor:
-    """round((x + 1)·127.5)/127.5 − 1: the 8-bit grid the base samples are put on before upsampling."""
-    return ((x + 1) * 127.5).round() / 127.5 - 1
-
-
 def text_batch(tokenizer: Any, prompts: Sequence[str], text_ctx: int, device: torch.device) -> dict[str, Tensor]:
     """{"tokens", "mask"} for ``prompts`` (GLIDE's padded tokens and boolean mask) on ``device``."""
     tokens, mask = tokenizer.tokens_and_mask(list(prompts), text_ctx)
