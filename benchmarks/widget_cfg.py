@@ -1,6 +1,6 @@
 """Latency of one update of chapter 6's classifier-free-guidance explorer (target: median ≤ 1.0 s on 2 cores).
 
-One update is :func:`glide_edu.cfg_experiments.cfg_grid` uncached: 8 samples of one digit at one guidance
+One update is :func:`glide_edu.book.ch06.cfg_grid` uncached: 8 samples of one digit at one guidance
 scale (10 respaced ancestral steps, one doubled batch of 16 per step) plus the live readouts (clean-classifier
 accuracy, diversity). The 20 updates visit 20 different (digit, scale) settings, as a reader moving the
 slider and the dropdown would; one warm-up call is not counted. The load average is recorded with the result,
@@ -17,7 +17,7 @@ import json
 import torch
 from widget_timing import time_updates
 
-from glide_edu.cfg_experiments import cfg_grid, load_cfg_model
+from glide_edu.book.ch06 import cfg_grid, load_cfg_model
 from glide_edu.metrics import load_feature_net
 
 SCALES = (0.0, 1.0, 1.5, 2.0, 3.0, 5.0, 8.0)

@@ -1,6 +1,6 @@
 """Latency of one update of chapter 5's classifier-guidance explorer (target: median ≤ 1.0 s on 2 cores).
 
-An update is one uncached call of :func:`glide_edu.classifier_guidance.guidance_view`: sample a grid of one
+An update is one uncached call of :func:`glide_edu.book.ch05.guidance_view`: sample a grid of one
 digit at one scale with the noisy (or clean) classifier's gradient — each of the respaced ancestral steps
 runs the digits UNet forward and the classifier forward + backward — then the readouts (evaluation
 accuracy, diversity). Updates cycle through digits, scales and both classifiers, as a reader would; one
@@ -20,7 +20,7 @@ import time
 
 import torch
 
-from glide_edu.classifier_guidance import explorer_models, guidance_view
+from glide_edu.book.ch05 import explorer_models, guidance_view
 
 SCALES = (0.5, 1.0, 2.0, 4.0, 8.0)
 

@@ -12,30 +12,50 @@ the ε channels; the variance channels stay each row's own output.
 For class labels (chapter 6) :func:`class_conditional_cfg` wraps a network trained with a learned null
 label into a B-row model function that builds the doubled batch [x; x] with labels [y; ∅] itself, and
 :func:`sample_cfg` samples with it.
+
+Classifier guidance (Dhariwal & Nichol 2021; chapter 5) instead adds the gradient of a noisy classifier,
+s·∇_{x_t} log p_φ(y | x_t, t) (:func:`classifier_cond_fn`), to the mean as μ + Σ·grad (ancestral steps) or
+to the noise as ε − √(1−ᾱ_t)·grad (DDIM); :func:`guided_samples` samples with it. Its scale convention is
+ADM's ``classifier_scale``: s = 0 is unguided (for classifier-free guidance s = 1 is unguided). A classifier
+trained only on clean images never saw t ≠ 0, so guiding with it (``clean=True``) always passes t = 0.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
 
-__all__ = ["check_guidance_scale", "classifier_free_guidance", "class_conditional_cfg", "sample_cfg"]
+if TYPE_CHECKING:
+    from glide_edu.diffusion import GaussianDiffusion
+    from glide_edu.nn.classifier import EncoderUNetModel
+
+__all__ = [
+    "check_guidance_scale",
+    "classifier_free_guidance",
+    "class_conditional_cfg",
+    "sample_cfg",
+    "classifier_log_prob",
+    "classifier_cond_fn",
+    "guided_samples",
+]
 
 
-def check_guidance_scale(guidance_scale: float) -> float:
-    """``guidance_scale`` as a float; a one-line ValueError unless it is a finite number >= 0."""
+def check_guidance_scale(guidance_scale: float, meaning: str = "1 = no guidance, 0 = unconditional") -> float:
+    """``guidance_scale`` as a float; a one-line ValueError unless it is a finite number >= 0.
+
+    The one validator of guidance scales in the library; ``meaning`` says what the scale does in the error
+    (classifier-free guidance by default; e.g. "0 = no guidance" for classifier or CLIP guidance).
+    """
     try:
         s = float(guidance_scale)
     except (TypeError, ValueError):
-        raise ValueError(f"guidance_scale must be a number >= 0, got {guidance_scale!r}") from None
+        raise ValueError(f"guidance_scale must be a number >= 0 ({meaning}), got {guidance_scale!r}") from None
     if not math.isfinite(s) or s < 0:
-        raise ValueError(
-            f"guidance_scale must be a finite number >= 0 (1 = no guidance, 0 = unconditional), got {guidance_scale}"
-        )
+        raise ValueError(f"guidance_scale must be a finite number >= 0 ({meaning}), got {guidance_scale}")
     return s
 
 
@@ -133,3 +153,74 @@ def sample_cfg(
     if method == "ddim":
         return diffusion.ddim_sample_loop(model_fn, noise.shape, eta=eta, **kwargs)
     return diffusion.p_sample_loop(model_fn, noise.shape, **kwargs)
+
+
+# ---------------------------------------------------------------------------------------- classifier guidance
+def classifier_log_prob(classifier: EncoderUNetModel, x: Tensor, t: Tensor, y: Tensor, clean: bool = False) -> Tensor:
+    """log p_φ(y | x_t, t) per sample, (B,). ``clean=True``: the classifier is shown t = 0."""
+    if clean:
+        t = torch.zeros_like(t)
+    return classifier(x, t).log_softmax(dim=-1).gather(1, y[:, None])[:, 0]
+
+
+def classifier_cond_fn(classifier: EncoderUNetModel, scale: float, clean: bool = False) -> Callable[..., Tensor]:
+    """``cond_fn(x, t, y=…)`` = scale·∇_{x_t} log p_φ(y | x_t, t) for ``GaussianDiffusion``'s samplers.
+
+    The diffusion calls it with the *original* timesteps (respacing wraps it like the model) and with the
+    ``model_kwargs``, which must hold ``y`` (B,) — the target labels. The gradient of the sum of the
+    per-sample log-probabilities is each sample's own gradient, since samples do not interact.
+    """
+
+    def cond_fn(x: Tensor, t: Tensor, y: Tensor | None = None, **_: Any) -> Tensor:
+        if y is None:
+            raise ValueError("classifier guidance needs the target labels: pass model_kwargs={'y': labels}")
+        with torch.enable_grad():
+            x_in = x.detach().clone().requires_grad_(True)
+            log_p = classifier_log_prob(classifier, x_in, t, y, clean)
+            (grad,) = torch.autograd.grad(log_p.sum(), x_in)
+        return scale * grad
+
+    return cond_fn
+
+
+class _Unconditional:
+    """Lets an unconditional model ignore the ``y`` that guidance puts into ``model_kwargs``."""
+
+    def __init__(self, model: Callable[..., Tensor]) -> None:
+        self.model = model
+
+    def __call__(self, x: Tensor, t: Tensor, **_: Any) -> Tensor:
+        return self.model(x, t)
+
+
+def guided_samples(
+    model: Callable[..., Tensor],
+    diffusion: GaussianDiffusion,
+    classifier: EncoderUNetModel,
+    labels: Tensor,
+    scale: float,
+    method: str = "ancestral",
+    noise: Tensor | None = None,
+    generator: torch.Generator | None = None,
+    clean: bool = False,
+    noise_fn: Callable[[Tensor], Tensor] | None = None,
+) -> Tensor:
+    """Samples of the (unconditional) ``model`` guided towards ``labels`` (B,) with scale ``scale``.
+
+    ``method`` is ``"ancestral"`` (μ + s·Σ·∇log p) or ``"ddim"`` (ε − s·√(1−ᾱ_t)·∇log p, η = 0). With
+    ``scale == 0`` no cond_fn is passed at all, so the result is exactly the unguided sampler's.
+    """
+    if method not in ("ancestral", "ddim"):
+        raise ValueError(f"method must be 'ancestral' or 'ddim', got {method!r}")
+    shape = (len(labels), classifier.config.in_channels, classifier.config.image_size, classifier.config.image_size)
+    cond_fn = classifier_cond_fn(classifier, scale, clean) if scale != 0 else None
+    loop = diffusion.p_sample_loop if method == "ancestral" else diffusion.ddim_sample_loop
+    return loop(
+        _Unconditional(model),
+        shape,
+        noise=noise,
+        cond_fn=cond_fn,
+        model_kwargs={"y": labels},
+        generator=generator,
+        noise_fn=noise_fn,
+    )

@@ -273,7 +273,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"wrote {save_feature_net(net)} (test accuracy {accuracy:.4f})")
         return
     if args.recipe == "classifier":
-        from glide_edu.classifier_guidance import train_and_save_classifier
+        from glide_edu.train_classifier import train_and_save_classifier
 
         print(f"wrote {train_and_save_classifier(args.noised, args.steps, args.out, args.seed)}")
         return

@@ -5,8 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from glide_edu import classifier_guidance as cg
+from glide_edu import guidance
+from glide_edu import train_classifier as tc
 from glide_edu.nn.classifier import ClassifierConfig, EncoderUNetModel
+from glide_edu.pretrained import shipped_checkpoint
 from glide_edu.respace import create_diffusion
 
 TINY = ClassifierConfig(model_channels=32, channel_mult=(1, 2), num_res_blocks=1, attention_resolutions=(8,))
@@ -50,21 +52,20 @@ def test_cond_fn_equals_scaled_finite_difference_gradient() -> None:
     x = torch.randn(2, 1, 16, 16, generator=gen)
     t, y = torch.tensor([30, 700]), torch.tensor([3, 8])
     scale = 2.5
-    grad = cg.classifier_cond_fn(clf, scale)(x, t, y=y)
+    grad = guidance.classifier_cond_fn(clf, scale)(x, t, y=y)
     assert grad.shape == x.shape
     eps = 1e-2
     for _ in range(4):  # directional derivatives along random unit directions, per sample
         v = torch.randn(x.shape, generator=gen)
         v = v / v.flatten(1).norm(dim=1).view(-1, 1, 1, 1)
         with torch.no_grad():
-            fd = (cg.classifier_log_prob(clf, x + eps * v, t, y) - cg.classifier_log_prob(clf, x - eps * v, t, y)) / (
-                2 * eps
-            )
+            log_p = guidance.classifier_log_prob
+            fd = (log_p(clf, x + eps * v, t, y) - log_p(clf, x - eps * v, t, y)) / (2 * eps)
         torch.testing.assert_close((grad * v).sum((1, 2, 3)), scale * fd, rtol=1e-2, atol=1e-3)
-    clean = cg.classifier_cond_fn(clf, 1.0, clean=True)(x, t, y=y)  # a clean classifier is shown t = 0
-    torch.testing.assert_close(clean, cg.classifier_cond_fn(clf, 1.0)(x, torch.zeros_like(t), y=y))
+    clean = guidance.classifier_cond_fn(clf, 1.0, clean=True)(x, t, y=y)  # a clean classifier is shown t = 0
+    torch.testing.assert_close(clean, guidance.classifier_cond_fn(clf, 1.0)(x, torch.zeros_like(t), y=y))
     with pytest.raises(ValueError, match="target labels"):
-        cg.classifier_cond_fn(clf, 1.0)(x, t)
+        guidance.classifier_cond_fn(clf, 1.0)(x, t)
 
 
 class _SpyClassifier(torch.nn.Module):
@@ -90,7 +91,7 @@ def test_classifier_sees_original_timesteps_under_respacing(method: str) -> None
     diffusion = create_diffusion(1000, "cosine", "10", model_var_type="fixed_small")
     spy = _SpyClassifier()
     labels = torch.tensor([1, 7])
-    cg.guided_samples(_eps_model, diffusion, spy, labels, 1.0, method, generator=torch.Generator().manual_seed(0))
+    guidance.guided_samples(_eps_model, diffusion, spy, labels, 1.0, method, generator=torch.Generator().manual_seed(0))
     expected = [[int(s)] * 2 for s in diffusion.timestep_map[::-1]]
     assert spy.seen == expected and max(max(s) for s in spy.seen) > 10  # 999 … 0, not 9 … 0
 
@@ -103,11 +104,11 @@ def test_scale_zero_reproduces_unguided_sampling(method: str) -> None:
     loop = diffusion.p_sample_loop if method == "ancestral" else diffusion.ddim_sample_loop
     plain = loop(_eps_model, shape, generator=torch.Generator().manual_seed(5))
     gen = torch.Generator().manual_seed(5)
-    guided0 = cg.guided_samples(_eps_model, diffusion, clf, labels, 0.0, method, generator=gen)
+    guided0 = guidance.guided_samples(_eps_model, diffusion, clf, labels, 0.0, method, generator=gen)
     assert torch.equal(plain, guided0)
     # a zero-scaled cond_fn through the sampler changes nothing but rounding (DDIM goes ε → x̂_0 → ε,
     # multiplying float32 rounding by 1/√ᾱ_t ≈ 10² at the noisiest steps)
-    zero_fn = cg.classifier_cond_fn(clf, 0.0)
+    zero_fn = guidance.classifier_cond_fn(clf, 0.0)
     gen = torch.Generator().manual_seed(5)
     via = loop(_eps_model, shape, generator=gen, cond_fn=zero_fn, model_kwargs={"y": labels})
     torch.testing.assert_close(via, plain, rtol=0, atol=1e-6 if method == "ancestral" else 1e-3)
@@ -117,7 +118,7 @@ def test_guidance_shifts_the_mean_by_sigma_times_gradient_and_ddim_eps() -> None
     diffusion = create_diffusion(1000, "cosine", "20", model_var_type="fixed_small")
     clf, y = _tiny(), torch.tensor([2, 5])
     x, t = torch.randn(2, 1, 16, 16), torch.tensor([12, 12])
-    cond_fn = cg.classifier_cond_fn(clf, 3.0)
+    cond_fn = guidance.classifier_cond_fn(clf, 3.0)
     orig_t = torch.full((2,), int(diffusion.timestep_map[12]))
     grad = cond_fn(x, orig_t, y=y)
     plain = diffusion.p_sample(_eps_model, x, t, noise=torch.zeros_like(x))
@@ -133,18 +134,18 @@ def test_guidance_shifts_the_mean_by_sigma_times_gradient_and_ddim_eps() -> None
 
 def test_classifier_checkpoint_round_trip(tmp_path) -> None:
     clf = _tiny()
-    path = cg.save_classifier(tmp_path / "c.safetensors", clf, {"steps": 1000, "noise_schedule": "cosine"}, {"a": 1})
-    loaded, meta = cg.load_classifier(path)
+    path = tc.save_classifier(tmp_path / "c.safetensors", clf, {"steps": 1000, "noise_schedule": "cosine"}, {"a": 1})
+    loaded, meta = tc.load_classifier(path)
     assert meta["kind"] == "classifier" and meta["info"] == {"a": 1}
     x, t = torch.randn(2, 1, 16, 16), torch.tensor([5, 600])
     with torch.no_grad():
         torch.testing.assert_close(loaded(x, t), clf(x, t), atol=5e-2, rtol=5e-2)  # float16 storage
     with pytest.raises(ValueError, match="not a classifier"):
-        cg.load_classifier(cg.shipped_checkpoint("digits_simple"))
+        tc.load_classifier(shipped_checkpoint("digits_simple"))
 
 
 def test_short_training_learns_something() -> None:
     torch.manual_seed(0)
-    model, history = cg.train_classifier(True, steps=30, batch_size=32, config=TINY, progress=False, log_every=10)
+    model, history = tc.train_classifier(True, steps=30, batch_size=32, config=TINY, progress=False, log_every=10)
     assert [h["step"] for h in history] == [10, 20, 30] and history[-1]["loss"] < history[0]["loss"] + 0.1
     assert not model.training

@@ -1,1 +1,38 @@
-"""Code that only one chapter uses: glide_edu.book.chNN for chapter NN (see docs/architecture.md)."""
+"""Code that only one chapter uses: ``glide_edu.book.chNN`` holds chapter NN's experiments, sweeps, the
+regeneration of its precomputed results and its widgets' view models (see docs/architecture.md).
+
+One command regenerates any chapter's precomputed results::
+
+    python -m glide_edu.book regenerate ch04 [options]     # options: ... regenerate ch04 --help
+    python -m glide_edu.book list                          # chapters with precomputed results
+
+The core library (everything outside ``glide_edu.book`` and ``glide_edu.checks``) never imports this package.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+
+__all__ = ["REGENERABLE", "chapter_parser", "regenerate"]
+
+# chapter → what its regeneration writes (each module defines ``regenerate(argv)``)
+REGENERABLE = {
+    "ch03": "data/results/digits_convergence.json — FID-proxy of the shipped models against training steps",
+    "ch04": "data/results/digits_sampling.json (+ _seed1, _seed2) — samplers × steps, bits/dim",
+    "ch05": "data/results/classifier_guidance.json — the guidance-scale sweep",
+    "ch06": "data/results/digits_cfg.json — the classifier-free guidance sweep",
+}
+
+
+def chapter_parser(chapter: str, doc: str | None) -> argparse.ArgumentParser:
+    """The argument parser of ``python -m glide_edu.book regenerate <chapter>`` (first docstring line as help)."""
+    description = (doc or "").strip().split("\n")[0]
+    return argparse.ArgumentParser(prog=f"python -m glide_edu.book regenerate {chapter}", description=description)
+
+
+def regenerate(chapter: str, argv: list[str] | None = None) -> None:
+    """Run chapter ``chapter``'s regeneration (e.g. ``"ch04"``) with its own command-line options ``argv``."""
+    if chapter not in REGENERABLE:
+        raise ValueError(f"chapter {chapter!r} has no precomputed results; choose one of {', '.join(REGENERABLE)}")
+    importlib.import_module(f"glide_edu.book.{chapter}").regenerate(argv or [])

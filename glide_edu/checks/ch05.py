@@ -5,7 +5,7 @@
 * :func:`check_guided_eps` — the DDIM rule ε̂ = ε − √(1−ᾱ_t)·s·∇ log p_φ(y | x_t).
 
 Each checker calls the reader's function on fresh inputs, compares it with the library
-(:func:`glide_edu.classifier_guidance.classifier_cond_fn`, :meth:`GaussianDiffusion.p_sample`,
+(:func:`glide_edu.guidance.classifier_cond_fn`, :meth:`GaussianDiffusion.p_sample`,
 :meth:`GaussianDiffusion.ddim_sample`) and names the typical slip when the answer is wrong.
 """
 
@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 
 from glide_edu.checks import call_reader, expect_close, expect_shape, expect_tensor, passed, raise_if_matches
-from glide_edu.classifier_guidance import classifier_cond_fn
+from glide_edu.guidance import classifier_cond_fn
 from glide_edu.nn.classifier import ClassifierConfig, EncoderUNetModel
 from glide_edu.respace import create_diffusion
 

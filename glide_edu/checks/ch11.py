@@ -25,9 +25,9 @@ from glide_edu.checks import (
     passed,
     raise_if_matches,
 )
+from glide_edu.data import quantize_8bit
 from glide_edu.guidance import classifier_free_guidance
 from glide_edu.inpaint import known_region_clamp
-from glide_edu.data import quantize_8bit
 
 __all__ = ["check_glide_cfg", "check_known_region_clamp", "check_quantize_8bit"]
 

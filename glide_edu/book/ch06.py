@@ -1,6 +1,6 @@
-"""Classifier-free guidance on the digits, measured (chapter 6), and the pure function behind its widget.
+"""Chapter 6 only: classifier-free guidance on the digits, measured, and the pure function behind its widget.
 
-    python -m glide_edu.cfg_experiments sweep   # → data/results/digits_cfg.json
+    python -m glide_edu.book regenerate ch06   # → data/results/digits_cfg.json
 
 ``sweep`` draws class-balanced samples from the shipped class-conditional digits models
 (``digits_cfg_p10`` and ``digits_cfg_p20``: label dropout p_uncond = 0.1 and 0.2, see
@@ -16,10 +16,6 @@ changes between columns.
 
 from __future__ import annotations
 
-import argparse
-import datetime as _dt
-import json
-import platform
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -28,13 +24,21 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from glide_edu.book import chapter_parser
 from glide_edu.data import load_digits
-from glide_edu.experiments import RESULTS_DIR, file_sha256, initial_noise, write_results
 from glide_edu.guidance import check_guidance_scale, sample_cfg
 from glide_edu.metrics import DigitFeatureNet, classifier_accuracy, diversity, guided_sample_quality, load_feature_net
 from glide_edu.pretrained import load_small_checkpoint, shipped_checkpoint
 from glide_edu.recipes import NULL_LABEL, cfg_checkpoint_name
 from glide_edu.respace import create_diffusion
+from glide_edu.results import (
+    RESULTS_DIR,
+    checkpoint_provenance,
+    initial_noise,
+    load_results,
+    run_provenance,
+    write_results,
+)
 
 __all__ = [
     "CFG_RESULTS_PATH",
@@ -46,11 +50,12 @@ __all__ = [
     "cfg_sweep",
     "load_cfg_model",
     "load_cfg_results",
-    "main",
+    "regenerate",
 ]
 
 CFG_RESULTS_PATH = RESULTS_DIR / "digits_cfg.json"
 CFG_SCHEMA = "glide_edu.digits_cfg/1"
+REGENERATE = "python -m glide_edu.book regenerate ch06"
 CFG_SCALES = (0.0, 1.0, 1.5, 2.0, 3.0, 5.0, 8.0)
 P_UNCONDS = (0.1, 0.2)
 
@@ -72,11 +77,7 @@ class CfgModel:
         return self._diffusions[steps]
 
     def provenance(self) -> dict[str, Any]:
-        return {
-            "file": f"data/checkpoints/{self.path.name}",
-            "sha256": file_sha256(self.path),
-            "info": self.meta["info"],
-        }
+        return checkpoint_provenance(self.path, self.meta)
 
 
 def load_cfg_model(p_uncond: float = 0.1, path: str | Path | None = None) -> CfgModel:
@@ -137,29 +138,18 @@ def cfg_sweep(
         },
         "reference_test_digits": {k: round(v, 4) for k, v in reference.items()} | {"n": ref_n},
         "results": results,
-        "provenance": {
-            "command": "python -m glide_edu.cfg_experiments sweep"
-            + (f" --n-samples {n_samples}" if n_samples != 200 else "")
+        "provenance": run_provenance(
+            REGENERATE + (f" --n-samples {n_samples}" if n_samples != 200 else "")
             + (f" --steps {steps}" if steps != 25 else ""),
-            "date": _dt.date.today().isoformat(),
-            "seconds": round(time.perf_counter() - start, 1),
-            "torch": torch.__version__,
-            "threads": torch.get_num_threads(),
-            "machine": platform.machine(),
-            "checkpoints": {f"{p:g}": cm.provenance() for p, cm in models.items()},
-        },
+            start,
+            checkpoints={f"{p:g}": cm.provenance() for p, cm in models.items()},
+        ),
     }
 
 
-def load_cfg_results(path: str | Path = CFG_RESULTS_PATH) -> dict[str, Any]:
-    """Read ``digits_cfg.json`` and check its schema."""
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"no results at {path}; regenerate with: python -m glide_edu.cfg_experiments sweep")
-    data = json.loads(path.read_text(encoding="utf-8"))
-    if data.get("schema") != CFG_SCHEMA:
-        raise ValueError(f"{path} has schema {data.get('schema')!r}, expected {CFG_SCHEMA!r}")
-    return data
+def load_cfg_results(path: str | Path = CFG_RESULTS_PATH, check_checkpoints: bool = True) -> dict[str, Any]:
+    """Read ``digits_cfg.json``; refuse it if its schema or checkpoints differ from the shipped ones."""
+    return load_results(path, CFG_SCHEMA, REGENERATE, check_checkpoints)
 
 
 @torch.no_grad()
@@ -187,23 +177,15 @@ def cfg_grid(
     return samples, {"accuracy": classifier_accuracy(net, clipped, labels), "diversity": diversity(clipped, net)}
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m glide_edu.cfg_experiments", description=__doc__.split("\n")[0])
-    sub = parser.add_subparsers(dest="experiment", required=True)
-    sw = sub.add_parser("sweep", help="chapter 6: FID-proxy, precision, recall, accuracy, diversity against s")
-    sw.add_argument("--scales", type=float, nargs="+", default=list(CFG_SCALES))
-    sw.add_argument("--p-unconds", type=float, nargs="+", default=list(P_UNCONDS))
-    sw.add_argument("--n-samples", type=int, default=200)
-    sw.add_argument("--steps", type=int, default=25)
-    sw.add_argument("--seed", type=int, default=0)
-    sw.add_argument("--threads", type=int, default=None)
-    sw.add_argument("--out", type=Path, default=CFG_RESULTS_PATH)
+def regenerate(argv: list[str] | None = None) -> None:
+    """``python -m glide_edu.book regenerate ch06 [options]``: the CFG sweep → digits_cfg.json."""
+    parser = chapter_parser("ch06", __doc__)
+    parser.add_argument("--scales", type=float, nargs="+", default=list(CFG_SCALES))
+    parser.add_argument("--p-unconds", type=float, nargs="+", default=list(P_UNCONDS))
+    parser.add_argument("--n-samples", type=int, default=200)
+    parser.add_argument("--steps", type=int, default=25)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, default=CFG_RESULTS_PATH)
     args = parser.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
     results = cfg_sweep(args.scales, args.p_unconds, args.n_samples, args.steps, args.seed)
     print(f"wrote {write_results(results, args.out)} in {results['provenance']['seconds']} s")
-
-
-if __name__ == "__main__":
-    main()

@@ -1,4 +1,4 @@
-"""The chapter-4 evaluation (glide_edu.experiments) on tiny random-weight checkpoints: structure, seeding, JSON."""
+"""The chapter-4 evaluation (glide_edu.book.ch04) on tiny random-weight checkpoints: structure, seeding, JSON."""
 
 from __future__ import annotations
 
@@ -8,9 +8,12 @@ import math
 import pytest
 import torch
 
-from glide_edu import experiments as ex
+from glide_edu.book import ch04 as ex
+from glide_edu.data import quantize_8bit
+from glide_edu.fileio import sha256_file
 from glide_edu.nn.unet import UNetConfig, UNetModel
-from glide_edu.pretrained import save_small_checkpoint
+from glide_edu.pretrained import save_small_checkpoint, shipped_checkpoint
+from glide_edu.results import initial_noise, write_results
 
 TINY_T = 20  # a short chain keeps the full-chain NLL cheap
 
@@ -61,10 +64,10 @@ def table(tiny):
 
 def test_quantize_8bit_lands_on_the_256_levels() -> None:
     x = torch.rand(4, 1, 5, 5) * 2.2 - 1.1
-    q = ex.quantize_8bit(x)
+    q = quantize_8bit(x)
     levels = (q + 1) * 127.5
     assert torch.allclose(levels, levels.round(), atol=1e-4) and levels.min() >= 0 and levels.max() <= 255
-    assert torch.equal(ex.quantize_8bit(q), q)
+    assert torch.equal(quantize_8bit(q), q)
     assert (q - x.clamp(-1, 1)).abs().max() <= 1 / 255 + 1e-6
 
 
@@ -105,12 +108,12 @@ def test_same_seed_same_samples_and_shared_initial_noise(tiny) -> None:
     large = ex.generate_samples(models, "simple_fixed_large", 1, 6, seed=5)
     assert torch.equal(small, large)
     # the first sample does not depend on how many are drawn (x_T is drawn for the batch at once)
-    assert torch.equal(ex.initial_noise(3, 5), ex.initial_noise(6, 5)[:3])
+    assert torch.equal(initial_noise(3, 5), initial_noise(6, 5)[:3])
 
 
 def test_nll_reusing_network_outputs_changes_nothing(tiny) -> None:
     models = ex.load_models(tiny)
-    images = ex.quantize_8bit(torch.rand(2, 1, 16, 16, generator=torch.Generator().manual_seed(0)) * 2 - 1)
+    images = quantize_8bit(torch.rand(2, 1, 16, 16, generator=torch.Generator().manual_seed(0)) * 2 - 1)
     calls = []
 
     def counting(x, t):
@@ -142,17 +145,17 @@ def test_sampler_diffusion_uses_the_respaced_fixed_variances(tiny) -> None:
 
 
 def test_json_round_trip_and_schema_check(table, tmp_path) -> None:
-    path = ex.write_results(table, tmp_path / "out" / "r.json")
-    back = ex.load_results(path)
+    path = write_results(table, tmp_path / "out" / "r.json")
+    back = ex.load_table(path, check_checkpoints=False)
     assert back == json.loads(json.dumps(table))
     text = ex.format_table(back)
     assert text.count("\n") == 1 + len(ex.SAMPLERS) and "2 steps" in text
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"schema": "other"}))
     with pytest.raises(ValueError, match="schema"):
-        ex.load_results(bad)
-    with pytest.raises(FileNotFoundError, match="digits-sampling"):
-        ex.load_results(tmp_path / "missing.json")
+        ex.load_table(bad)
+    with pytest.raises(FileNotFoundError, match="regenerate ch04"):
+        ex.load_table(tmp_path / "missing.json")
 
 
 def test_parallel_jobs_give_the_same_table(tiny, table) -> None:
@@ -179,16 +182,16 @@ def test_bad_arguments(tiny) -> None:
 
 def test_command_line_writes_the_json(tiny, tmp_path, capsys) -> None:
     out = tmp_path / "cli.json"
-    ex.main(["digits-sampling", "--steps", "2", "--n-samples", "8", "--n-nll", "0", "--samplers", "hybrid_learned",
+    ex.regenerate(["--steps", "2", "--n-samples", "8", "--n-nll", "0", "--samplers", "hybrid_learned",
              "--simple", str(tiny["simple"]), "--hybrid", str(tiny["hybrid"]), "--out", str(out)])
-    data = ex.load_results(out)
+    data = ex.load_table(out, check_checkpoints=False)
     assert list(data["results"]) == ["hybrid_learned"] and data["nll_bits_per_dim"] == {}
     assert "wrote" in capsys.readouterr().out
 
 
 def test_shipped_results_match_the_shipped_checkpoints() -> None:
     """data/results/digits_sampling.json is complete and was computed from the checkpoints in data/checkpoints."""
-    data = ex.load_results()
+    data = ex.load_table()
     assert set(ex.DEFAULT_SAMPLERS) <= set(data["results"])
     steps = [str(s) for s in data["config"]["steps"]]
     assert "1000" in steps and min(data["config"]["steps"]) <= 25
@@ -197,12 +200,12 @@ def test_shipped_results_match_the_shipped_checkpoints() -> None:
     assert set(data["nll_bits_per_dim"]) == set(ex.NLL_ROWS)
     for row in data["nll_bits_per_dim"].values():
         assert row["num_timesteps"] == 1000 and len(row["vb_per_step"]) == 1000
-    seed1 = ex.load_results(ex.RESULTS_DIR / "digits_sampling_seed1.json")
+    seed1 = ex.load_table(ex.RESULTS_DIR / "digits_sampling_seed1.json")
     assert seed1["config"]["seed"] != data["config"]["seed"] and {"10", "100"} <= set(seed1["results"]["ddim_simple"])
     for res in (data, seed1):
         for key in ("simple", "hybrid"):
             recorded = res["provenance"]["checkpoints"][key]
-            path = ex.shipped_checkpoint(f"digits_{key}")
-            assert recorded["sha256"] == ex.file_sha256(path), (
+            path = shipped_checkpoint(f"digits_{key}")
+            assert recorded["sha256"] == sha256_file(path), (
                 f"the results in data/results are stale for digits_{key}: regenerate them (data/results/README.md)"
             )

@@ -1,8 +1,8 @@
-"""Evaluations behind the book's tables, with the command that regenerates each precomputed result.
+"""Chapter 4 only: sample quality against the number of sampling steps, and bits/dim, on the digits.
 
-    python -m glide_edu.experiments digits-sampling   # → data/results/digits_sampling.json (chapter 4)
+    python -m glide_edu.book regenerate ch04   # → data/results/digits_sampling*.json
 
-``digits-sampling`` reproduces, on the 16×16 digits, the comparison of Improved DDPM (Nichol & Dhariwal
+The table reproduces, on the 16×16 digits, the comparison of Improved DDPM (Nichol & Dhariwal
 2021, fig. 8): sample quality against the number of sampling steps for
 
 * ``simple_fixed_small`` — the L_simple model, ancestral sampling with Σ = β̃_t (``fixed_small``);
@@ -27,13 +27,8 @@ quantised data, not comparable with CIFAR-10 numbers.
 
 from __future__ import annotations
 
-import argparse
-import datetime as _dt
-import hashlib
-import json
 import math
 import os
-import platform
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -43,9 +38,18 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from glide_edu.book import chapter_parser
 from glide_edu.data import load_digits, quantize_8bit
-from glide_edu.pretrained import DATA_DIR, load_small_checkpoint, shipped_checkpoint
+from glide_edu.pretrained import load_small_checkpoint, shipped_checkpoint
 from glide_edu.respace import SpacedDiffusion, create_diffusion
+from glide_edu.results import (
+    RESULTS_DIR,
+    checkpoint_provenance,
+    initial_noise,
+    load_results,
+    run_provenance,
+    write_results,
+)
 
 __all__ = [
     "SAMPLERS",
@@ -54,24 +58,20 @@ __all__ = [
     "SCHEMA",
     "SamplerSpec",
     "LoadedModel",
-    "file_sha256",
     "format_table",
-    "initial_noise",
-    "quantize_8bit",
     "load_models",
     "sampler_diffusion",
     "generate_samples",
     "nll_bits_per_dim",
     "sampling_steps_table",
-    "write_results",
-    "load_results",
-    "main",
+    "load_table",
+    "regenerate",
 ]
 
-RESULTS_DIR = DATA_DIR / "results"
 RESULTS_PATH = RESULTS_DIR / "digits_sampling.json"
 T_NLL_COST = 1000  # network calls per image of a full-chain bound (to schedule the work)
 SCHEMA = "glide_edu.digits_sampling/1"
+REGENERATE = "python -m glide_edu.book regenerate ch04"
 
 
 @dataclass(frozen=True)
@@ -116,29 +116,7 @@ class LoadedModel:
     path: Path
 
     def provenance(self) -> dict[str, Any]:
-        return {
-            "file": _display_path(self.path),
-            "sha256": file_sha256(self.path),
-            "diffusion_config": self.diffusion_config,
-            "info": self.meta.get("info", {}),
-        }
-
-
-def _display_path(path: Path) -> str:
-    """The path relative to the repository when it lies inside it, else just the file name."""
-    try:
-        return str(Path(path).resolve().relative_to(DATA_DIR.parent))
-    except ValueError:
-        return Path(path).name
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    """SHA-256 of a file (to tie a results file to the exact checkpoints it was computed from)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+        return {**checkpoint_provenance(self.path, self.meta), "diffusion_config": self.diffusion_config}
 
 
 def load_models(checkpoints: Mapping[str, str | os.PathLike] | None = None) -> dict[str, LoadedModel]:
@@ -171,11 +149,6 @@ def _spec(sampler: str | SamplerSpec) -> SamplerSpec:
     if sampler not in SAMPLERS:
         raise ValueError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}")
     return SAMPLERS[sampler]
-
-
-def initial_noise(n: int, seed: int, image_size: int = 16, channels: int = 1) -> Tensor:
-    """x_T for ``n`` samples from ``seed``: the same tensor for every sampler and step count."""
-    return torch.randn(n, channels, image_size, image_size, generator=torch.Generator().manual_seed(seed))
 
 
 @torch.no_grad()
@@ -416,42 +389,19 @@ def sampling_steps_table(
         "reference": _reference_row(real, net),
         "results": results,
         "nll_bits_per_dim": nll,
-        "provenance": {
-            "command": "python -m glide_edu.experiments digits-sampling "
-            f"--steps {' '.join(map(str, steps))} --n-samples {n_samples} --n-nll {n_nll} --seed {seed} "
-            f"--samplers {' '.join(samplers)} --jobs {jobs}",
-            "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-            "torch": torch.__version__,
-            "python": platform.python_version(),
-            "machine": platform.machine(),
-            "threads": torch.get_num_threads() if jobs == 1 else f"{jobs} processes × 1 thread",
-            "seconds": round(time.perf_counter() - start, 1),
-            "checkpoints": {key: m.provenance() for key, m in models.items()},
-        },
+        "provenance": run_provenance(
+            f"{REGENERATE} --steps {' '.join(map(str, steps))} --n-samples {n_samples} --n-nll {n_nll} "
+            f"--seed {seed} --samplers {' '.join(samplers)} --jobs {jobs}",
+            start,
+            threads=torch.get_num_threads() if jobs == 1 else f"{jobs} processes × 1 thread",
+            checkpoints={key: m.provenance() for key, m in models.items()},
+        ),
     }
 
 
-def write_results(results: Mapping[str, Any], path: str | os.PathLike = RESULTS_PATH) -> Path:
-    """Write ``results`` as indented JSON (atomically: temp file, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(results, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-    return path
-
-
-def load_results(path: str | os.PathLike = RESULTS_PATH) -> dict[str, Any]:
-    """Read a results file written by :func:`write_results` and check its schema."""
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(
-            f"no results at {path}; regenerate with: python -m glide_edu.experiments digits-sampling"
-        )
-    data = json.loads(path.read_text(encoding="utf-8"))
-    if data.get("schema") != SCHEMA:
-        raise ValueError(f"{path} has schema {data.get('schema')!r}, expected {SCHEMA!r}")
-    return data
+def load_table(path: str | os.PathLike = RESULTS_PATH, check_checkpoints: bool = True) -> dict[str, Any]:
+    """Read a table written by :func:`regenerate`; refuse it if it belongs to other checkpoints."""
+    return load_results(path, SCHEMA, REGENERATE, check_checkpoints)
 
 
 def format_table(results: Mapping[str, Any], metric: str = "fid_proxy") -> str:
@@ -468,30 +418,22 @@ def format_table(results: Mapping[str, Any], metric: str = "fid_proxy") -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m glide_edu.experiments", description=__doc__.split("\n")[0])
-    sub = parser.add_subparsers(dest="experiment", required=True)
-    ds = sub.add_parser("digits-sampling", help="chapter 4: sample quality vs steps, and bits/dim")
-    ds.add_argument("--steps", type=int, nargs="+", default=[10, 25, 50, 100, 1000])
-    ds.add_argument("--n-samples", type=int, default=200)
-    ds.add_argument("--n-nll", type=int, default=64)
-    ds.add_argument("--seed", type=int, default=0)
-    ds.add_argument("--samplers", nargs="+", default=list(DEFAULT_SAMPLERS), choices=list(SAMPLERS))
-    ds.add_argument("--simple", type=Path, default=None, help="default data/checkpoints/digits_simple.safetensors")
-    ds.add_argument("--hybrid", type=Path, default=None, help="default data/checkpoints/digits_hybrid.safetensors")
-    ds.add_argument("--out", type=Path, default=RESULTS_PATH)
-    ds.add_argument("--threads", type=int, default=None, help="torch threads (with --jobs 1)")
-    ds.add_argument("--jobs", type=int, default=2, help="worker processes with one thread each (1: no workers)")
+def regenerate(argv: list[str] | None = None) -> None:
+    """``python -m glide_edu.book regenerate ch04 [options]``: the sampler table (and bits/dim)."""
+    parser = chapter_parser("ch04", __doc__)
+    parser.add_argument("--steps", type=int, nargs="+", default=[10, 25, 50, 100, 1000])
+    parser.add_argument("--n-samples", type=int, default=200)
+    parser.add_argument("--n-nll", type=int, default=64)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--samplers", nargs="+", default=list(DEFAULT_SAMPLERS), choices=list(SAMPLERS))
+    parser.add_argument("--simple", type=Path, default=None, help="default: the shipped digits_simple")
+    parser.add_argument("--hybrid", type=Path, default=None, help="default: the shipped digits_hybrid")
+    parser.add_argument("--out", type=Path, default=RESULTS_PATH)
+    parser.add_argument("--jobs", type=int, default=2, help="worker processes with one thread each (1: no workers)")
     args = parser.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
     checkpoints = {k: v for k, v in (("simple", args.simple), ("hybrid", args.hybrid)) if v is not None}
     results = sampling_steps_table(
         args.steps, args.n_samples, args.seed, args.samplers, args.n_nll, checkpoints, progress=True, jobs=args.jobs
     )
     print(format_table(results))
     print(f"wrote {write_results(results, args.out)} in {results['provenance']['seconds']} s")
-
-
-if __name__ == "__main__":
-    main()

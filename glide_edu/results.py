@@ -1,0 +1,110 @@
+"""Precomputed results the chapters read: where they live, how they record provenance, how stale ones are refused.
+
+Evaluations that take minutes or hours (sampler tables, guidance sweeps, training curves) are computed once by
+``python -m glide_edu.book regenerate chNN`` and written as JSON into ``data/results/``. Each file records
+how it was made under ``provenance``: the command, date, torch version, machine, seconds, and for every
+checkpoint it used the file name and SHA-256. :func:`load_results` checks the schema and those hashes
+against the shipped checkpoints, so a chapter never shows numbers of weights it does not ship.
+
+Every sampler comparison starts from :func:`initial_noise` so that two settings given the same seed start
+from the same x_T (common random numbers).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import platform
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from glide_edu.fileio import asset_path, assets_dir, atomic_write_text, sha256_file
+
+__all__ = [
+    "RESULTS_DIR",
+    "StaleResultsError",
+    "checkpoint_provenance",
+    "initial_noise",
+    "load_results",
+    "run_provenance",
+    "write_results",
+]
+
+RESULTS_DIR = asset_path("results")
+
+
+class StaleResultsError(ValueError):
+    """A results file was computed with other checkpoints than the shipped ones (or has another schema)."""
+
+
+def initial_noise(n: int, seed: int, image_size: int = 16, channels: int = 1) -> Tensor:
+    """x_T ~ N(0, I) for ``n`` samples from ``seed``, (n, channels, size, size): the same for every sampler."""
+    return torch.randn(n, channels, image_size, image_size, generator=torch.Generator().manual_seed(seed))
+
+
+def _display_path(path: str | os.PathLike) -> str:
+    """``data/<relative path>`` for a shipped file, else just the file name (no machine paths in results)."""
+    path = Path(path).resolve()
+    try:
+        return "data/" + path.relative_to(assets_dir().resolve()).as_posix()
+    except ValueError:
+        return path.name
+
+
+def checkpoint_provenance(path: str | os.PathLike, meta: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """{"file", "sha256"[, "info"]} of a checkpoint used by an evaluation (``info``: how it was trained)."""
+    entry: dict[str, Any] = {"file": _display_path(path), "sha256": sha256_file(path)}
+    if meta is not None:
+        entry["info"] = dict(meta.get("info", {}))
+    return entry
+
+
+def run_provenance(command: str, start: float, **extra: Any) -> dict[str, Any]:
+    """The run's record: command, UTC date, seconds since ``start`` (perf_counter), torch/python/machine/threads."""
+    return {
+        "command": command,
+        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "seconds": round(time.perf_counter() - start, 1),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "threads": torch.get_num_threads(),
+        **extra,
+    }
+
+
+def write_results(results: Mapping[str, Any], path: str | os.PathLike) -> Path:
+    """Write ``results`` as indented UTF-8 JSON, atomically."""
+    return atomic_write_text(path, json.dumps(results, indent=1, ensure_ascii=False) + "\n")
+
+
+def load_results(
+    path: str | os.PathLike, schema: str, regenerate: str, check_checkpoints: bool = True
+) -> dict[str, Any]:
+    """Read a results file, check its ``schema`` and (by default) that its checkpoints are the shipped ones.
+
+    ``regenerate`` is the command that rebuilds the file; every error message ends with it.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no results at {path.name}; regenerate them with: {regenerate}")
+    data = json.loads(path.read_text(encoding="utf-8"))
+    if data.get("schema") != schema:
+        raise StaleResultsError(
+            f"{path.name} has schema {data.get('schema')!r}, expected {schema!r}; regenerate it with: {regenerate}"
+        )
+    if check_checkpoints:
+        for entry in data.get("provenance", {}).get("checkpoints", {}).values():
+            shipped = Path(assets_dir(), *Path(entry["file"]).parts[1:]) if entry["file"].startswith("data/") else None
+            if shipped is None or not shipped.exists() or sha256_file(shipped) != entry["sha256"]:
+                raise StaleResultsError(
+                    f"{path.name} was computed with another {Path(entry['file']).name} than the one shipped; "
+                    f"regenerate it with: {regenerate}"
+                )
+    return data
