@@ -11,19 +11,24 @@ Respacing strings (GLIDE's ``timestep_respacing``):
 * ``"a,b,c"`` — split T into equal sections and take a, b, c evenly spread steps from each;
 * ``"ddimN"`` — a uniform integer stride giving exactly N steps (DDIM paper; diffusers' ``"leading"``);
 * ``"fast27"`` — GLIDE's upsampler spacing: ``"10,10,3,2,2"`` with step T−1 replaced by T−3.
+
+A whole process is described by a :class:`DiffusionConfig` (T, schedule, respacing, mean and variance
+types); ``DiffusionConfig.from_dict(meta["diffusion_config"]).create()`` and the older
+``create_diffusion(**meta["diffusion_config"])`` build the same :class:`SpacedDiffusion`.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import InitVar, dataclass, fields, replace
 from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from glide_edu.diffusion import GaussianDiffusion, Model, ModelMeanType, ModelVarType
+from glide_edu.diffusion import GaussianDiffusion, Model, ModelMeanType, ModelVarType, _as_enum
 from glide_edu.schedules import get_named_beta_schedule
 
 RESPACING_HELP = '"" (no respacing), "N", "a,b,c" section counts, "ddimN" or "fast27"'
@@ -138,6 +143,95 @@ class SpacedDiffusion(GaussianDiffusion):
         return _WrappedModel(model, self.timestep_map)
 
 
+Respacing = str | int | tuple[int, ...]
+
+
+def _normalized_respacing(spacing: str | int | Iterable[int] | None) -> Respacing:
+    """A hashable copy of a respacing: str and int as given (None → ""), any other iterable → tuple of ints."""
+    if spacing is None:
+        return ""
+    if isinstance(spacing, bool):
+        raise ValueError(f"timestep_respacing must be a string, an int or section counts, got {spacing!r}")
+    if isinstance(spacing, (str, int, np.integer)):
+        return spacing if isinstance(spacing, str) else int(spacing)
+    try:
+        return tuple(int(c) for c in spacing)
+    except (TypeError, ValueError):
+        raise ValueError(f"timestep_respacing {spacing!r} is not {RESPACING_HELP}") from None
+
+
+@dataclass(frozen=True)
+class DiffusionConfig:
+    """The options of :func:`create_diffusion` as a frozen, validated, JSON-able record.
+
+    ``DiffusionConfig(**meta["diffusion_config"]).create()`` builds the same (respaced) process as
+    ``create_diffusion(**meta["diffusion_config"])``. ``num_inference_steps=N`` (diffusers' name) is accepted
+    at construction and stored as ``timestep_respacing=N``.
+    """
+
+    steps: int = 1000  # T, the training process's length
+    noise_schedule: str = "squaredcos_cap_v2"  # "linear", "cosine" or "squaredcos_cap_v2"
+    timestep_respacing: Respacing = ""  # see the module docstring
+    model_mean_type: str = ModelMeanType.EPSILON.value  # "epsilon" or "start_x"
+    model_var_type: str = ModelVarType.LEARNED_RANGE.value  # "fixed_small", "fixed_large", "learned", …
+    num_inference_steps: InitVar[int | None] = None
+
+    def __post_init__(self, num_inference_steps: int | None) -> None:
+        if isinstance(self.steps, bool) or not isinstance(self.steps, (int, np.integer)) or self.steps < 1:
+            raise ValueError(f"steps (num_timesteps) must be an integer >= 1, e.g. 1000; got {self.steps!r}")
+        spacing = self.timestep_respacing
+        if num_inference_steps is not None:
+            if spacing not in ("", None):
+                raise ValueError("give either timestep_respacing or num_inference_steps, not both")
+            spacing = int(num_inference_steps)
+        get_named_beta_schedule(self.noise_schedule, int(self.steps))  # refuses unknown names, linear T <= 20
+        spacing = _normalized_respacing(spacing)
+        space_timesteps(int(self.steps), spacing)  # refuses bad respacings
+        mean_type = _as_enum(self.model_mean_type, ModelMeanType, "model_mean_type").value
+        var_type = _as_enum(self.model_var_type, ModelVarType, "model_var_type").value
+        for name, value in (("steps", int(self.steps)), ("timestep_respacing", spacing)):
+            object.__setattr__(self, name, value)
+        object.__setattr__(self, "model_mean_type", mean_type)
+        object.__setattr__(self, "model_var_type", var_type)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Every field as plain JSON values (section counts as a list), for checkpoint metadata."""
+        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        if isinstance(out["timestep_respacing"], tuple):
+            out["timestep_respacing"] = list(out["timestep_respacing"])
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> DiffusionConfig:
+        """The config of a dict as stored in checkpoints (missing keys take the defaults; unknown keys are refused)."""
+        if not isinstance(data, Mapping):
+            raise ValueError(f"DiffusionConfig.from_dict needs a dict, got {type(data).__name__}")
+        known = [f.name for f in fields(cls)] + ["num_inference_steps"]
+        unknown = sorted(set(data) - set(known))
+        if unknown:
+            raise ValueError(f"unknown DiffusionConfig keys {unknown}; known keys are {known}")
+        return cls(**data)
+
+    def respaced(self, timestep_respacing: str | int | Iterable[int] | None) -> DiffusionConfig:
+        """A copy that keeps another subset of steps (``""`` or None: all T)."""
+        return replace(self, timestep_respacing=_normalized_respacing(timestep_respacing))
+
+    def create(self, timestep_respacing: str | int | Iterable[int] | None = None) -> SpacedDiffusion:
+        """Build the process: β from the schedule, the kept steps, then :class:`SpacedDiffusion`.
+
+        ``timestep_respacing``, if given, overrides this config's (as :meth:`respaced` would).
+        """
+        if timestep_respacing is not None:
+            return self.respaced(timestep_respacing).create()
+        betas = get_named_beta_schedule(self.noise_schedule, self.steps)
+        return SpacedDiffusion(
+            space_timesteps(self.steps, self.timestep_respacing),
+            betas,
+            model_mean_type=self.model_mean_type,
+            model_var_type=self.model_var_type,
+        )
+
+
 def create_diffusion(
     steps: int = 1000,
     noise_schedule: str = "squaredcos_cap_v2",
@@ -146,18 +240,11 @@ def create_diffusion(
     model_var_type: ModelVarType | str = ModelVarType.LEARNED_RANGE,
     num_inference_steps: int | None = None,
 ) -> SpacedDiffusion:
-    """A (respaced) diffusion from GLIDE-style options.
+    """A (respaced) diffusion from GLIDE-style options: ``DiffusionConfig(...).create()``.
 
     ``num_inference_steps=N`` (diffusers' name) is the same as ``timestep_respacing=str(N)``.
     """
-    if num_inference_steps is not None:
-        if timestep_respacing not in ("", None):
-            raise ValueError("give either timestep_respacing or num_inference_steps, not both")
-        timestep_respacing = int(num_inference_steps)
-    betas = get_named_beta_schedule(noise_schedule, steps)
-    return SpacedDiffusion(
-        space_timesteps(steps, timestep_respacing),
-        betas,
-        model_mean_type=model_mean_type,
-        model_var_type=model_var_type,
+    config = DiffusionConfig(
+        steps, noise_schedule, timestep_respacing, model_mean_type, model_var_type, num_inference_steps
     )
+    return config.create()

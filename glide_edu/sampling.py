@@ -23,6 +23,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from glide_edu.diffusion import MeanVariance, Model
 
 NoiseFn = Callable[[Tensor], Tensor]
+StepFn = Callable[[Tensor, Tensor], dict[str, Tensor]]
+"""One reverse step ``step_fn(x_t, t) -> {"sample": x_next, "pred_xstart": x̂_0, ...}``; t has shape (B,)."""
 
 
 @dataclass
@@ -179,8 +181,23 @@ class SamplingMixin:
         return x * temperature if temperature != 1.0 else x
 
     def _indices(self, progress: bool, reverse: bool = True) -> Iterator[int]:
+        """Indices T'−1 … 0 (sampling) or 0 … T'−1 (``reverse=False``: inversion), with a bar if ``progress``."""
         steps = range(self.num_timesteps - 1, -1, -1) if reverse else range(self.num_timesteps)
         return iter(tqdm(steps, desc="sampling" if reverse else "inverting", leave=False)) if progress else iter(steps)
+
+    def _loop(self, x: Tensor, indices: Iterator[int], step_fn: StepFn) -> Iterator[SampleStep]:
+        """The one reverse-process loop: x ← ``step_fn(x, t)["sample"]`` for each index, yielding each state.
+
+        ``t`` is the index broadcast over the batch, shape (B,); the step runs without gradients (a
+        ``cond_fn`` that needs them enables them itself). The index order and the step decide what the
+        loop is: ancestral, DDIM, or DDIM inversion.
+        """
+        for i in indices:
+            t = torch.full((x.shape[0],), i, device=x.device, dtype=torch.long)  # (B,)
+            with torch.no_grad():
+                out = step_fn(x, t)
+            x = out["sample"]  # (B, C, H, W)
+            yield SampleStep(i, int(self.timestep_map[i]), x, out["pred_xstart"])
 
     def p_sample_loop_progressive(
         self,
@@ -201,15 +218,15 @@ class SamplingMixin:
 
         x_T = ``temperature`` · ``noise`` (or · a fresh draw); only x_T is scaled, not the per-step noise
         (GLIDE's upsampler: temperature 0.997, "1.0 is sharper, but sometimes results in grainy artifacts").
+        Noise draws: one for x_T (unless ``noise`` is given), then one per step, the last one included.
         """
-        noise_fn = noise_fn or randn_noise_fn(generator)
-        x = self._start(shape, noise, device, noise_fn, temperature)
-        for i in self._indices(progress):
-            t = torch.full((x.shape[0],), i, device=x.device, dtype=torch.long)
-            with torch.no_grad():
-                out = self.p_sample(model, x, t, clip_denoised, denoised_fn, cond_fn, model_kwargs, noise_fn(x))
-            x = out["sample"]
-            yield SampleStep(i, int(self.timestep_map[i]), x, out["pred_xstart"])
+        draw = noise_fn or randn_noise_fn(generator)
+        x = self._start(shape, noise, device, draw, temperature)
+
+        def step(x: Tensor, t: Tensor) -> dict[str, Tensor]:
+            return self.p_sample(model, x, t, clip_denoised, denoised_fn, cond_fn, model_kwargs, draw(x))
+
+        yield from self._loop(x, self._indices(progress), step)
 
     def p_sample_loop(self, model: Model, shape: Sequence[int], **kwargs: Any) -> Tensor:
         """Ancestral sampling x_T → x_0; returns x_0. Keywords as :meth:`p_sample_loop_progressive`."""
@@ -231,15 +248,17 @@ class SamplingMixin:
         noise_fn: NoiseFn | None = None,
         temperature: float = 1.0,
     ) -> Iterator[SampleStep]:
-        """Yield a :class:`SampleStep` after each DDIM step (η = 0: deterministic); x_T as in the ancestral loop."""
-        noise_fn = noise_fn or randn_noise_fn(generator)
-        x = self._start(shape, noise, device, noise_fn, temperature)
-        for i in self._indices(progress):
-            t = torch.full((x.shape[0],), i, device=x.device, dtype=torch.long)
-            with torch.no_grad():
-                out = self.ddim_sample(model, x, t, clip_denoised, denoised_fn, cond_fn, model_kwargs, eta, noise_fn(x))
-            x = out["sample"]
-            yield SampleStep(i, int(self.timestep_map[i]), x, out["pred_xstart"])
+        """Yield a :class:`SampleStep` after each DDIM step (η = 0: deterministic); x_T as in the ancestral loop.
+
+        Noise is drawn once per step even for η = 0 (as the reference does), so the stream stays aligned.
+        """
+        draw = noise_fn or randn_noise_fn(generator)
+        x = self._start(shape, noise, device, draw, temperature)
+
+        def step(x: Tensor, t: Tensor) -> dict[str, Tensor]:
+            return self.ddim_sample(model, x, t, clip_denoised, denoised_fn, cond_fn, model_kwargs, eta, draw(x))
+
+        yield from self._loop(x, self._indices(progress), step)
 
     def ddim_sample_loop(self, model: Model, shape: Sequence[int], **kwargs: Any) -> Tensor:
         """DDIM sampling x_T → x_0; returns x_0. Keywords as :meth:`ddim_sample_loop_progressive`."""
@@ -254,14 +273,12 @@ class SamplingMixin:
         model_kwargs: dict[str, Any] | None = None,
         progress: bool = False,
     ) -> Iterator[SampleStep]:
-        """DDIM inversion x_0 → x_T: yield the state after each deterministic step up the chain."""
-        x = x_start
-        for i in self._indices(progress, reverse=False):
-            t = torch.full((x.shape[0],), i, device=x.device, dtype=torch.long)
-            with torch.no_grad():
-                out = self.ddim_reverse_sample(model, x, t, clip_denoised, denoised_fn, model_kwargs)
-            x = out["sample"]
-            yield SampleStep(i, int(self.timestep_map[i]), x, out["pred_xstart"])
+        """DDIM inversion x_0 → x_T: yield the state after each deterministic step up the chain (no noise)."""
+
+        def step(x: Tensor, t: Tensor) -> dict[str, Tensor]:
+            return self.ddim_reverse_sample(model, x, t, clip_denoised, denoised_fn, model_kwargs)
+
+        yield from self._loop(x_start, self._indices(progress, reverse=False), step)
 
     def ddim_reverse_loop(self, model: Model, x_start: Tensor, **kwargs: Any) -> Tensor:
         """Encode x_0 into the x_T that deterministic DDIM maps back to it."""

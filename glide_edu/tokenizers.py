@@ -17,6 +17,9 @@ CLIP (:class:`ClipTokenizer`): ftfy repair, HTML unescaping (twice), whitespace 
 CLIP's pattern, BPE whose word-final symbols carry ``</w>``; ``<|startoftext|>`` (49406) and
 ``<|endoftext|>`` (49407) wrap the ids, and the result is zero-padded to 77 with its length.
 
+Both tokenizers are a :class:`BytePairTokenizer` (one merge routine, :func:`bpe_merge`, and one word cache);
+they differ in text normalisation, pre-tokeniser, the end-of-word marker and special tokens.
+
 The vocabulary files are located and verified by :mod:`glide_edu.vocab`.
 """
 
@@ -100,7 +103,82 @@ def _warn_truncated(n_tokens: int, ctx: int, what: str) -> None:
     )
 
 
-class GlideTokenizer:
+class BytePairTokenizer:
+    """The core both tokenizers share: pre-tokens → byte symbols → :func:`bpe_merge` → ids, memoised.
+
+    Args:
+        encoder: symbol → id.
+        merges: merge pairs in rank order (rank = position).
+        pattern: the compiled pre-tokeniser; ``encode`` runs it over :meth:`normalize`'s output.
+        end_of_word: suffix glued to a word's last byte symbol before merging ("" for GPT-2, "</w>" for CLIP).
+        specials: pre-tokens that are one id as they stand (CLIP's start / end markers).
+    """
+
+    cache_size = 100_000  # words remembered by word_ids
+
+    def __init__(
+        self,
+        encoder: dict[str, int],
+        merges: Sequence[tuple[str, str]],
+        pattern: regex.Pattern[str],
+        end_of_word: str = "",
+        specials: Iterable[str] = (),
+    ) -> None:
+        self.encoder = dict(encoder)
+        self.decoder = {i: s for s, i in self.encoder.items()}
+        self.ranks = {tuple(pair): r for r, pair in enumerate(merges)}
+        self.byte_encoder = bytes_to_unicode()
+        self.byte_decoder = {c: b for b, c in self.byte_encoder.items()}
+        self.pattern = pattern
+        self.end_of_word = end_of_word
+        self.specials = frozenset(specials)
+        self._cache: dict[str, list[int]] = {}
+
+    @property
+    def n_vocab(self) -> int:
+        return len(self.encoder)
+
+    def normalize(self, text: str) -> str:
+        """The text the pre-tokeniser sees (identity here; each tokenizer overrides it)."""
+        return text
+
+    def word_symbols(self, piece: str) -> list[str]:
+        """``piece``'s UTF-8 bytes as base symbols, ``end_of_word`` glued to the last one."""
+        symbols = [self.byte_encoder[b] for b in piece.encode("utf-8")]
+        if symbols and self.end_of_word:
+            symbols[-1] += self.end_of_word
+        return symbols
+
+    def word_ids(self, piece: str) -> list[int]:
+        """Ids of one pre-token: a special's own id, else the ids of ``bpe_merge(word_symbols(piece))``; cached."""
+        ids = self._cache.get(piece)
+        if ids is None:
+            if piece in self.specials:
+                ids = [self.encoder[piece]]
+            else:
+                ids = [self.encoder[s] for s in bpe_merge(self.word_symbols(piece), self.ranks)]
+            if len(self._cache) < self.cache_size:
+                self._cache[piece] = ids
+        return ids
+
+    def encode(self, text: str) -> list[int]:
+        """Ids of ``normalize(text)``, pre-token by pre-token (no start / end tokens added)."""
+        if not isinstance(text, str):
+            raise ValueError(f"encode() takes a str, got {type(text).__name__}")
+        ids: list[int] = []
+        for piece in self.pattern.findall(self.normalize(text)):
+            ids.extend(self.word_ids(piece))
+        return ids
+
+    def joined_symbols(self, tokens: Iterable[int]) -> str:
+        """The vocabulary symbols of ``tokens`` joined into one string (before bytes are decoded)."""
+        try:
+            return "".join(self.decoder[int(t)] for t in tokens)
+        except KeyError as err:
+            raise ValueError(f"token id {err.args[0]} is outside the vocabulary 0..{self.n_vocab - 1}") from None
+
+
+class GlideTokenizer(BytePairTokenizer):
     """GPT-2 byte-level BPE as GLIDE's diffusion models read it (``n_vocab`` 50257, end/pad 50256).
 
     Args:
@@ -109,13 +187,7 @@ class GlideTokenizer:
     """
 
     def __init__(self, encoder: dict[str, int], merges: Sequence[tuple[str, str]]) -> None:
-        self.encoder = dict(encoder)
-        self.decoder = {i: s for s, i in self.encoder.items()}
-        self.ranks = {pair: r for r, pair in enumerate(merges)}
-        self.byte_encoder = bytes_to_unicode()
-        self.byte_decoder = {c: b for b, c in self.byte_encoder.items()}
-        self.pattern = regex.compile(GPT2_PATTERN)
-        self._cache: dict[str, list[int]] = {}
+        super().__init__(encoder, merges, regex.compile(GPT2_PATTERN))
 
     @classmethod
     def from_files(cls, encoder_json: str | os.PathLike[str], vocab_bpe: str | os.PathLike[str]) -> GlideTokenizer:
@@ -126,37 +198,16 @@ class GlideTokenizer:
         return cls(encoder, merges)
 
     @property
-    def n_vocab(self) -> int:
-        return len(self.encoder)
-
-    @property
     def end_token(self) -> int:
         return self.n_vocab - 1
 
-    def _word_ids(self, piece: str) -> list[int]:
-        ids = self._cache.get(piece)
-        if ids is None:
-            symbols = [self.byte_encoder[b] for b in piece.encode("utf-8")]
-            ids = [self.encoder[s] for s in bpe_merge(symbols, self.ranks)]
-            if len(self._cache) < 100_000:
-                self._cache[piece] = ids
-        return ids
-
-    def encode(self, text: str) -> list[int]:
-        """Ids of ``text.lower()`` (no start/end tokens; ``<|endoftext|>`` in the text is plain text)."""
-        if not isinstance(text, str):
-            raise ValueError(f"encode() takes a str, got {type(text).__name__}")
-        ids: list[int] = []
-        for piece in self.pattern.findall(text.lower()):
-            ids.extend(self._word_ids(piece))
-        return ids
+    def normalize(self, text: str) -> str:
+        """GLIDE lower-cases and nothing else (``<|endoftext|>`` in a prompt stays plain text)."""
+        return text.lower()
 
     def decode(self, tokens: Iterable[int]) -> str:
         """Text of ``tokens`` (bytes that do not form valid UTF-8 become U+FFFD)."""
-        try:
-            text = "".join(self.decoder[int(t)] for t in tokens)
-        except KeyError as err:
-            raise ValueError(f"token id {err.args[0]} is outside the vocabulary 0..{self.n_vocab - 1}") from None
+        text = self.joined_symbols(tokens)
         return bytes(self.byte_decoder[c] for c in text).decode("utf-8", errors="replace")
 
     def padded_tokens_and_mask(
@@ -191,22 +242,18 @@ def padded_tokens_and_mask(
     return tokens + [end_token] * n_pad, [True] * len(tokens) + [False] * n_pad
 
 
-class ClipTokenizer:
+class ClipTokenizer(BytePairTokenizer):
     """CLIP's BPE (49,408 ids: 256 bytes, the same 256 with ``</w>``, 48,894 merges, start and end)."""
 
     def __init__(self, merges: Sequence[tuple[str, str]]) -> None:
         import ftfy  # noqa: F401  (fail early, with the import error, if ftfy is missing)
 
         base = list(bytes_to_unicode().values())
-        symbols = base + [s + "</w>" for s in base] + ["".join(m) for m in merges]
-        symbols += ["<|startoftext|>", "<|endoftext|>"]
-        self.encoder = {s: i for i, s in enumerate(symbols)}
-        self.decoder = dict(enumerate(symbols))
-        self.ranks = {tuple(m): r for r, m in enumerate(merges)}
-        self.byte_encoder = bytes_to_unicode()
-        self.byte_decoder = {c: b for b, c in self.byte_encoder.items()}
-        self.pattern = regex.compile(CLIP_PATTERN, regex.IGNORECASE)
-        self._cache: dict[str, list[int]] = {}
+        specials = ["<|startoftext|>", "<|endoftext|>"]
+        symbols = base + [s + "</w>" for s in base] + ["".join(m) for m in merges] + specials
+        encoder = {s: i for i, s in enumerate(symbols)}
+        pattern = regex.compile(CLIP_PATTERN, regex.IGNORECASE)
+        super().__init__(encoder, merges, pattern, end_of_word="</w>", specials=specials)
 
     @classmethod
     def from_file(cls, path: str | os.PathLike[str]) -> ClipTokenizer:
@@ -216,10 +263,6 @@ class ClipTokenizer:
         merges = [tuple(line.split()) for line in lines[1 : 1 + n_merges]]
         return cls(merges)
 
-    @property
-    def n_vocab(self) -> int:
-        return len(self.encoder)
-
     @staticmethod
     def clean(text: str) -> str:
         """ftfy repair, HTML unescape twice, whitespace runs → one space, strip, lower-case."""
@@ -228,36 +271,14 @@ class ClipTokenizer:
         text = html.unescape(html.unescape(ftfy.fix_text(text))).strip()
         return regex.sub(r"\s+", " ", text).strip().lower()
 
-    def _word_ids(self, piece: str) -> list[int]:
-        ids = self._cache.get(piece)
-        if ids is None:
-            if piece in ("<|startoftext|>", "<|endoftext|>"):
-                ids = [self.encoder[piece]]
-            else:
-                symbols = [self.byte_encoder[b] for b in piece.encode("utf-8")]
-                symbols[-1] += "</w>"
-                ids = [self.encoder[s] for s in bpe_merge(symbols, self.ranks)]
-            if len(self._cache) < 100_000:
-                self._cache[piece] = ids
-        return ids
-
-    def encode(self, text: str) -> list[int]:
-        """BPE ids of the cleaned text, without the start/end tokens."""
-        if not isinstance(text, str):
-            raise ValueError(f"encode() takes a str, got {type(text).__name__}")
-        ids: list[int] = []
-        for piece in self.pattern.findall(self.clean(text)):
-            ids.extend(self._word_ids(piece))
-        return ids
+    def normalize(self, text: str) -> str:
+        """CLIP's :meth:`clean`."""
+        return self.clean(text)
 
     def decode(self, tokens: Iterable[int]) -> str:
         """Approximate text (``</w>`` becomes a space); cleaning is not invertible."""
-        try:
-            text = "".join(self.decoder[int(t)] for t in tokens)
-        except KeyError as err:
-            raise ValueError(f"token id {err.args[0]} is outside the vocabulary 0..{self.n_vocab - 1}") from None
-        raw = bytes(self.byte_decoder.get(c, 32) for c in text.replace("</w>", " ")).decode("utf-8", errors="replace")
-        return raw.strip()
+        text = self.joined_symbols(tokens).replace("</w>", " ")
+        return bytes(self.byte_decoder.get(c, 32) for c in text).decode("utf-8", errors="replace").strip()
 
     def padded_tokens_and_len(self, tokens: Sequence[int], text_ctx: int = CLIP_TEXT_CTX) -> tuple[list[int], int]:
         """``[start] + tokens[:text_ctx-2] + [end]``, zero-padded to ``text_ctx``, and its unpadded length."""
