@@ -92,7 +92,7 @@ class LossesMixin:
 
     num_timesteps: int
 
-    def _vb_terms_bpd(
+    def vb_terms_bpd(
         self,
         model: Callable[..., Tensor],
         x_start: Tensor,
@@ -141,7 +141,7 @@ class LossesMixin:
         x_t = self.q_sample(x_start, t, noise=noise)
         terms: dict[str, Tensor] = {}
         if loss_type is LossType.KL:
-            vb = self._vb_terms_bpd(model, x_start, x_t, t, clip_denoised=False, model_kwargs=model_kwargs)["output"]
+            vb = self.vb_terms_bpd(model, x_start, x_t, t, clip_denoised=False, model_kwargs=model_kwargs)["output"]
             terms["vb"] = vb
             terms["loss"] = vb * self.num_timesteps
             return terms
@@ -152,7 +152,7 @@ class LossesMixin:
                 raise ValueError(f"a learned variance needs {2 * C} output channels, got {model_output.shape[1]}")
             model_output, var_values = torch.split(model_output, C, dim=1)
             frozen = torch.cat([model_output.detach(), var_values], dim=1)  # stop-gradient on the mean
-            terms["vb"] = self._vb_terms_bpd(lambda *_, **__: frozen, x_start, x_t, t, clip_denoised=False)[
+            terms["vb"] = self.vb_terms_bpd(lambda *_, **__: frozen, x_start, x_t, t, clip_denoised=False)[
                 "output"
             ] * (lambda_vlb * self.num_timesteps)
         target = noise if self.model_mean_type.value == "epsilon" else x_start
@@ -193,7 +193,7 @@ class LossesMixin:
             t = torch.full((B,), i, device=x_start.device, dtype=torch.long)
             noise = torch.randn(x_start.shape, generator=generator, device=x_start.device, dtype=x_start.dtype)
             x_t = self.q_sample(x_start, t, noise)
-            out = self._vb_terms_bpd(model, x_start, x_t, t, clip_denoised=clip_denoised, model_kwargs=model_kwargs)
+            out = self.vb_terms_bpd(model, x_start, x_t, t, clip_denoised=clip_denoised, model_kwargs=model_kwargs)
             vb.append(out["output"])
             xstart_mse.append(mean_flat((out["pred_xstart"] - x_start) ** 2))
             eps = self.predict_eps_from_xstart(x_t, t, out["pred_xstart"])

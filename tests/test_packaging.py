@@ -9,16 +9,17 @@ and a script run from an unrelated folder loads a shipped model and samples from
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import sysconfig
-import tomllib
 import venv
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+tomllib = pytest.importorskip("tomllib", reason="tomllib needs Python >= 3.11")
 
 
 def test_every_package_is_listed_in_pyproject() -> None:
@@ -64,9 +65,15 @@ print("OK", len(list((assets_dir() / "checkpoints").glob("*.safetensors"))))
 
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX venv layout")
 def test_wheel_installs_and_samples_from_a_shipped_model(tmp_path: Path) -> None:
-    wheels = tmp_path / "wheels"
+    wheels, src = tmp_path / "wheels", tmp_path / "src"
+    # build from a copy: an in-tree build would leave build/ and *.egg-info in the checkout
+    src.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy2(ROOT / name, src / name)
+    for name in ("glide_edu", "data"):
+        shutil.copytree(ROOT / name, src / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     build = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(wheels), str(ROOT)],
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(wheels), str(src)],
         capture_output=True, text=True, timeout=600,
     )
     assert build.returncode == 0, build.stderr[-2000:]
