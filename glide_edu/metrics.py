@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
+from glide_edu.fileio import atomic_write
 from glide_edu.pretrained import DATA_DIR
 
 FEATURE_NET_PATH = DATA_DIR / "fid_digits.safetensors"
@@ -103,11 +104,9 @@ def classifier_accuracy(net: DigitFeatureNet, images: Tensor, labels: Tensor) ->
 
 
 def save_feature_net(net: DigitFeatureNet, path: str | os.PathLike = FEATURE_NET_PATH) -> Path:
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(tmp))
-    os.replace(tmp, path)
-    return path
+    """Write the feature network's weights (safetensors), atomically."""
+    state = {k: v.contiguous() for k, v in net.state_dict().items()}
+    return atomic_write(path, lambda tmp: save_file(state, tmp))
 
 
 def load_feature_net(path: str | os.PathLike = FEATURE_NET_PATH) -> DigitFeatureNet:

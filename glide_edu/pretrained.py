@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
 
-from glide_edu.fileio import assets_dir
+from glide_edu.fileio import assets_dir, atomic_write
 from glide_edu.nn.unet import UNetConfig, UNetModel
 from glide_edu.respace import create_diffusion
 
@@ -49,16 +48,7 @@ def save_small_checkpoint(
         "info": info or {},
     }
     state = {k: v.detach().to(dtype).contiguous() for k, v in model.state_dict().items()}
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    os.close(fd)
-    try:
-        save_file(state, tmp, metadata={"glide_edu": json.dumps(meta)})
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write(path, lambda tmp: save_file(state, tmp, metadata={"glide_edu": json.dumps(meta)}))
 
 
 def read_metadata(path: str | os.PathLike) -> dict[str, Any]:

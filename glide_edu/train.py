@@ -35,6 +35,7 @@ from torch.optim.swa_utils import AveragedModel
 from tqdm.auto import tqdm
 
 from glide_edu.diffusion import GaussianDiffusion
+from glide_edu.fileio import atomic_write, atomic_write_text
 from glide_edu.resample import LossSecondMomentResampler, create_named_schedule_sampler
 
 
@@ -91,28 +92,6 @@ def ema_update_fn(rate: float, warmup: bool = False):
 
 class TrainingDiverged(FloatingPointError):
     """The loss became NaN or infinite; the last good checkpoint is kept."""
-
-
-def _atomic_write(path: Path, write: Callable[[str], None]) -> None:
-    """``write(tmp)`` into a temporary file beside ``path``, then rename it into place (removed on failure)."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    def write(tmp: str) -> None:
-        with open(tmp, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-
-    _atomic_write(path, write)
 
 
 def _config_diff(a: Any, b: Any, prefix: str = "") -> list[tuple[str, Any, Any]]:
@@ -311,7 +290,7 @@ class Trainer:
             folder = self.run_dir / "samples"
             folder.mkdir(parents=True, exist_ok=True)
             image = to_pil(make_grid(samples, nrow=int(math.ceil(math.sqrt(n))))[None])[0]
-            _atomic_write(folder / f"step-{self.step:07d}.png", lambda tmp: image.save(tmp, format="PNG"))
+            atomic_write(folder / f"step-{self.step:07d}.png", lambda tmp: image.save(tmp, format="PNG"))
         return samples
 
     @cached_property
@@ -370,7 +349,7 @@ class Trainer:
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
-        _atomic_write_text(self.run_dir / "latest", name)
+        atomic_write_text(self.run_dir / "latest", name)
         olds = sorted(p for p in self.run_dir.glob("ckpt-*") if p.is_dir() and p.name != name)
         for old in olds[: max(0, len(olds) - (self.config.keep_checkpoints - 1))]:
             shutil.rmtree(old, ignore_errors=True)

@@ -9,9 +9,16 @@ import pytest
 import torch
 
 from glide_edu.checks import ExerciseError
-from glide_edu.checks.ch01 import check_cosine_betas, check_q_sample, check_snr_crossing
+from glide_edu.checks.ch01 import (
+    check_cosine_betas,
+    check_forgetting_prediction,
+    check_q_sample,
+    check_snr_crossing,
+    correlation_with_clean,
+    drowning_steps,
+)
 from glide_edu.schedules import alphas_cumprod, snr
-from glide_edu.widgets import noised_view, schedule_curves
+from glide_edu.book.ch01 import noised_view, schedule_curves
 
 # ------------------------------------------------------------------------------------------ q_sample
 
@@ -198,7 +205,33 @@ def cosine_crashes(T, s=0.008, max_beta=0.999):
     raise NameError("name 'alpha_bar' is not defined")
 
 
-@pytest.mark.parametrize("fn", [cosine_right, cosine_right_torch])
+def cosine_float32_numpy(T, s=0.008, max_beta=0.999):
+    u = np.arange(T + 1, dtype=np.float32) / np.float32(T)
+    f = np.cos((u + np.float32(s)) / np.float32(1 + s) * np.float32(np.pi / 2)) ** 2
+    return np.minimum(np.float32(1) - f[1:] / f[:-1], np.float32(max_beta))
+
+
+def cosine_float32_torch(T, s=0.008, max_beta=0.999):
+    u = torch.arange(T + 1, dtype=torch.float32) / T
+    f = torch.cos((u + s) / (1 + s) * math.pi / 2) ** 2
+    return (1 - f[1:] / f[:-1]).clamp(max=max_beta)
+
+
+def cosine_float64_cast_to_float32(T, s=0.008, max_beta=0.999):
+    return cosine_right(T, s, max_beta).astype(np.float32)
+
+
+def cosine_float32_no_cap(T, s=0.008, max_beta=0.999):
+    return cosine_no_cap(T, s, max_beta).astype(np.float32)
+
+
+def cosine_float16(T, s=0.008, max_beta=0.999):
+    return torch.from_numpy(cosine_right(T, s, max_beta)).half()
+
+
+@pytest.mark.parametrize(
+    "fn", [cosine_right, cosine_right_torch, cosine_float32_numpy, cosine_float32_torch, cosine_float64_cast_to_float32]
+)
 def test_cosine_betas_accepts_right_answers(fn, capsys) -> None:
     assert check_cosine_betas(fn) is True
     assert "✅ cosine_betas: correct" in capsys.readouterr().out
@@ -224,6 +257,34 @@ def test_cosine_betas_accepts_right_answers(fn, capsys) -> None:
 def test_cosine_betas_rejects_typical_mistakes(fn, feedback) -> None:
     with pytest.raises(ExerciseError, match=feedback):
         check_cosine_betas(fn)
+
+
+def test_cosine_betas_float32_cap_hint_only_when_the_cap_is_exceeded() -> None:
+    # float32(0.999) > 0.999 in float64: a capped float32 answer must not be told to cap its betas
+    assert float(np.float32(0.999)) > 0.999
+    assert check_cosine_betas(cosine_float32_numpy)
+    with pytest.raises(ExerciseError, match="cap every β with min"):
+        check_cosine_betas(cosine_float32_no_cap)
+    with pytest.raises(ExerciseError, match="float16, which cannot resolve"):
+        check_cosine_betas(cosine_float16)
+
+
+@pytest.mark.parametrize(
+    ("fn", "feedback"),
+    [
+        (cosine_no_square, r"\*square\* cos²"),
+        (cosine_no_offset, "the offset s is missing"),
+        (cosine_no_divide, "divided by 1 \\+ s"),
+        (cosine_linspace, "not np.linspace"),
+        (cosine_hard_coded, "ignores its s and max_beta arguments"),
+        (cosine_ratio, "that is α_i"),
+        (cosine_shifted, "shifted by one step"),
+        (cosine_returns_abar, "this looks like ᾱ_t, not β_t"),
+    ],
+)
+def test_cosine_betas_float32_mistakes_keep_their_feedback(fn, feedback) -> None:
+    with pytest.raises(ExerciseError, match=feedback):
+        check_cosine_betas(lambda T, **kw: np.asarray(fn(T, **kw), dtype=np.float32))
 
 
 # ------------------------------------------------------------------------------------- SNR crossing
@@ -288,6 +349,46 @@ def test_snr_crossing_accepts_right_answers(fn, capsys) -> None:
 def test_snr_crossing_rejects_typical_mistakes(fn, feedback) -> None:
     with pytest.raises(ExerciseError, match=feedback):
         check_snr_crossing(fn)
+
+
+# --------------------------------------------------------------- prediction: which image drowns first
+
+
+def test_correlation_with_clean_matches_the_sample_correlation() -> None:
+    gen = torch.Generator().manual_seed(0)
+    x0, eps = torch.rand(1, 3, 8, 8, generator=gen) * 2 - 1, torch.randn(1, 3, 8, 8, generator=gen)
+    abar = alphas_cumprod(schedule_curves("cosine", 50).betas)
+    curve = correlation_with_clean(x0, eps, abar)
+    for t in (0, 20, 49):
+        x_t = math.sqrt(abar[t]) * x0.double() + math.sqrt(1 - abar[t]) * eps.double()
+        direct = torch.corrcoef(torch.stack([x_t.flatten(), x0.double().flatten()]))[0, 1]
+        assert curve[t] == pytest.approx(float(direct), abs=1e-9)
+
+
+def test_forgetting_prediction_accepts_the_live_truth(capsys) -> None:
+    steps = drowning_steps()
+    assert steps["digit", "linear"] < steps["digit", "cosine"]  # the facts the solution cell states
+    assert steps["cat", "cosine"] < steps["digit", "cosine"]
+    assert check_forgetting_prediction("linear", " Cat ")
+    out = capsys.readouterr().out
+    assert "✅ forgetting prediction: correct" in out and f"t = {steps['digit', 'cosine']}" in out
+
+
+@pytest.mark.parametrize(
+    ("answers", "feedback"),
+    [
+        (("cosine", "cat"), r"first_to_forget: it is the linear schedule .* ᾱ_t panel of § 4.3"),
+        (("linear", "digit"), r"drowns_first: the cat drowns first .* the contrast does: .* σ_0 = 0.3"),
+        (("cosine", "digit"), r"(?s)first_to_forget: .*\ndrowns_first: "),  # both wrong: both explained
+        ((..., "cat"), r"first_to_forget: replace the placeholder \.\.\. with your prediction"),
+        (("linear", None), "drowns_first: replace the placeholder"),
+        (("quadratic", "cat"), r"first_to_forget: expected one of 'linear' or 'cosine', got 'quadratic'"),
+        (("linear", 3), r"drowns_first: expected one of the strings 'cat' or 'digit', got 3"),
+    ],
+)
+def test_forgetting_prediction_rejects_wrong_answers(answers, feedback) -> None:
+    with pytest.raises(ExerciseError, match=feedback):
+        check_forgetting_prediction(*answers)
 
 
 # ------------------------------------------------------------------------------------------ widgets

@@ -1,12 +1,10 @@
-"""Pure functions behind the book's interactive widgets.
+"""Chapter 1 only: the pure functions behind its widgets (schedule curves, an image noised to any step).
 
-A widget cell in a chapter is a thin ipywidgets shell (sliders, dropdowns, a plot) around one function of
-this module. The function takes plain values (tensors, integers, schedule names) and returns plain values
-(tensors, floats, a readout string); it never draws and never reads widget state. A chapter can therefore
-call it directly and ``assert`` on the result, which is how an automated run checks the logic behind a
-slider that nobody moves.
-
-Sections follow the chapters; later chapters append theirs below.
+A widget cell is a thin ipywidgets shell (sliders, dropdowns, a plot) around one function here. The function
+takes plain values (tensors, integers, schedule names) and returns plain values (tensors, floats, a readout
+string); it never draws and never reads widget state. The chapter can therefore call it directly and
+``assert`` on the result, which is how an automated run checks the logic behind a slider nobody moves —
+the pattern every chapter's widget follows (see docs/architecture.md).
 """
 
 from __future__ import annotations
