@@ -63,13 +63,18 @@ def train_digits(
     seed: int = 0,
     progress: bool = True,
     sample_every: int = 0,
+    snapshot_every: int = 0,
 ) -> Path:
-    """Train the digits model with ``loss`` in {"simple", "hybrid"} and write the shipped checkpoint."""
+    """Train the digits model with ``loss`` in {"simple", "hybrid"} and write the shipped checkpoint.
+
+    ``snapshot_every`` (with ``run_dir``) keeps the EMA weights every that many steps in ``run_dir/snapshots`` —
+    the training curve of chapter 3 is measured on them (``python -m glide_edu.book regenerate ch03``).
+    """
     if loss not in ("simple", "hybrid"):
         raise ValueError(f"loss must be 'simple' or 'hybrid', got {loss!r}")
     unet_cfg, diffusion_cfg = digits_configs(loss)
     cfg = replace(DIGITS_TRAIN, steps=steps or DIGITS_TRAIN.steps, seed=seed, progress=progress, loss_type=loss,
-                  sample_every=sample_every)
+                  sample_every=sample_every, snapshot_every=snapshot_every)
     out = out or CHECKPOINT_DIR / f"digits_{loss}.safetensors"
     info = {"command": f"python -m glide_edu.recipes digits --loss {loss}", "weights": "EMA, stored as float16"}
     return _train_and_ship(unet_cfg, diffusion_cfg, cfg, out, run_dir, info)
@@ -223,6 +228,8 @@ def main(argv: list[str] | None = None) -> None:
     digits.add_argument("--threads", type=int, default=None)
     digits.add_argument("--sample-every", type=int, default=0, metavar="N",
                         help="every N steps, save a grid of EMA samples to <run-dir>/samples (needs --run-dir)")
+    digits.add_argument("--snapshot-every", type=int, default=0, metavar="N",
+                        help="every N steps, keep the EMA weights in <run-dir>/snapshots (for a training curve)")
     digits.add_argument("--seed", type=int, default=0)
     cfgp = sub.add_parser("digits-cfg", help="the class-conditional digits model with label dropout (chapter 6)")
     cfgp.add_argument("--p-uncond", type=float, required=True, help="probability of the null label, e.g. 0.1")
@@ -279,6 +286,8 @@ def main(argv: list[str] | None = None) -> None:
         return
     if getattr(args, "sample_every", 0) and args.run_dir is None:
         parser.error("--sample-every needs --run-dir: the grids are written to <run-dir>/samples")
+    if getattr(args, "snapshot_every", 0) and args.run_dir is None:
+        parser.error("--snapshot-every needs --run-dir: the snapshots are written to <run-dir>/snapshots")
     if args.recipe == "folder":
         try:
             recipe = folder_recipe(args)
@@ -289,7 +298,8 @@ def main(argv: list[str] | None = None) -> None:
         path = train_digits_cfg(args.p_uncond, args.steps, args.out, args.run_dir, args.seed,
                                 sample_every=args.sample_every)
     else:
-        path = train_digits(args.loss, args.steps, args.out, args.run_dir, args.seed, sample_every=args.sample_every)
+        path = train_digits(args.loss, args.steps, args.out, args.run_dir, args.seed, sample_every=args.sample_every,
+                            snapshot_every=args.snapshot_every)
     print(f"wrote {path}")
 
 

@@ -8,7 +8,10 @@ Checkpoints are folders ``<run_dir>/ckpt-<step>/`` holding
 * ``trainer.json`` — the model, diffusion and training configs and the step.
 
 With ``sample_every`` set, the EMA model also draws a grid from the same fixed noise every that many steps:
-``<run_dir>/samples/step-<step>.png`` (written atomically) and ``Trainer.last_samples``.
+``<run_dir>/samples/step-<step>.png`` (written atomically) and ``Trainer.last_samples``. With
+``snapshot_every`` set, the EMA weights are also kept every that many steps as small checkpoints
+``<run_dir>/snapshots/ema-step-<step>.safetensors`` (:func:`glide_edu.pretrained.save_small_checkpoint`
+format), which is how a training curve (quality against steps) is measured after the fact.
 
 Each is written into a temporary folder that is renamed into place (atomic on POSIX), and the small file
 ``<run_dir>/latest`` is replaced atomically last, so an interrupted write never damages the previous
@@ -64,6 +67,7 @@ class TrainConfig:
     sample_every: int = 0  # 0: no sample grids during training
     sample_count: int = 16  # images per grid
     sample_steps: int = 50  # respaced ancestral steps per grid
+    snapshot_every: int = 0  # 0: no EMA snapshots (they need a run_dir)
     progress: bool = True
     extra: dict = field(default_factory=dict)
 
@@ -263,6 +267,8 @@ class Trainer:
                 self.save()
             if self.config.sample_every and self.step % self.config.sample_every == 0:
                 self.last_samples = self.sample_grid()
+            if self.run_dir is not None and self.config.snapshot_every and self.step % self.config.snapshot_every == 0:
+                self.save_snapshot()
         bar.close()
         return self.history
 
@@ -303,6 +309,17 @@ class Trainer:
             return base
         return SpacedDiffusion(space_timesteps(base.num_timesteps, self.config.sample_steps), base.betas,
                                model_mean_type=base.model_mean_type, model_var_type=base.model_var_type)
+
+    def save_snapshot(self) -> Path:
+        """The EMA weights now, as ``<run_dir>/snapshots/ema-step-<step>.safetensors`` (a small checkpoint)."""
+        from glide_edu.pretrained import save_small_checkpoint
+
+        config = getattr(self.model, "config", None)
+        if self.run_dir is None or config is None:
+            raise ValueError("snapshots need a run_dir and a model with a dataclass .config (UNetModel, classifier)")
+        info = {"step": self.step, "ema_rate": self.config.ema_rate, "ema_warmup": self.config.ema_warmup}
+        path = self.run_dir / "snapshots" / f"ema-step-{self.step:07d}.safetensors"
+        return save_small_checkpoint(path, self.ema_model, config, self.diffusion_config, info)
 
     @property
     def ema_model(self) -> nn.Module:

@@ -202,3 +202,21 @@ def test_bad_sampling_options_are_refused(bad: dict) -> None:
     model, diffusion, images, config, mc, dc = _setup(**bad)
     with pytest.raises(ValueError, match="need sample_every ≥ 0"):
         Trainer(model, diffusion, images, config)
+
+
+def test_ema_snapshots_are_loadable_small_checkpoints(tmp_path) -> None:
+    from glide_edu.pretrained import load_small_checkpoint
+
+    model, diffusion, images, config, mc, _ = _setup(snapshot_every=2, ema_warmup=True)
+    dc = {"steps": 100, "noise_schedule": "cosine", "model_var_type": "fixed_small"}
+    trainer = Trainer(model, diffusion, images, config, run_dir=tmp_path / "run", model_config=mc, diffusion_config=dc)
+    trainer.train()
+    snaps = sorted((tmp_path / "run" / "snapshots").glob("*.safetensors"))
+    assert [p.name for p in snaps] == ["ema-step-0000002.safetensors", "ema-step-0000004.safetensors"]
+    loaded, loaded_diffusion, meta = load_small_checkpoint(snaps[-1])
+    assert meta["info"] == {"step": 4, "ema_rate": config.ema_rate, "ema_warmup": True}
+    assert loaded_diffusion.num_timesteps == 100
+    for key, value in trainer.ema_model.state_dict().items():
+        torch.testing.assert_close(loaded.state_dict()[key], value, atol=2e-3, rtol=2e-3)  # stored as float16
+    with pytest.raises(ValueError, match="snapshots need a run_dir"):
+        Trainer(*_setup()[:3], TrainConfig(steps=1, progress=False)).save_snapshot()
