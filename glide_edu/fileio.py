@@ -76,12 +76,14 @@ def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
 
 
 def cache_root() -> Path:
-    """Where downloads are cached: ``$GLIDE_EDU_CACHE`` if set, else ``~/.cache/glide_edu``.
+    """The download cache: ``$GLIDE_EDU_CACHE``, else ``$XDG_CACHE_HOME/glide_edu``, else ``~/.cache/glide_edu``.
 
-    Checkpoints go to ``<root>/checkpoints`` and vocabularies to ``<root>/vocab``.
+    The official checkpoints lie in the root itself and GPT-2's vocabulary in ``<root>/vocab``.
     """
     env = os.environ.get(CACHE_ENV_VAR)
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "glide_edu"
+    if env:
+        return Path(env).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "glide_edu"
 
 
 def assets_dir() -> Path:

@@ -3,9 +3,11 @@
 Two BPE vocabularies are needed to run GLIDE:
 
 * the **GPT-2** byte-level BPE (``encoder.json`` + ``vocab.bpe``) read by GLIDE's diffusion models. It is
-  not shipped in any package, so it is looked up in a folder: the ``vocab_dir`` argument, else
-  ``$GLIDE_EDU_VOCAB_DIR``, else the ``vocab`` folder of glide_edu's cache (:func:`cache_root`, the same
-  place :mod:`glide_edu.hub` keeps checkpoints). Each file may also be stored gzipped (``encoder.json.gz``).
+  not shipped in any package, so it is looked up in folders (:func:`search_dirs`): the ``vocab_dir``
+  argument alone if given, else ``$GLIDE_EDU_VOCAB_DIR`` and then the vocabulary cache folder, which is the
+  ``cache_dir`` argument or by default :func:`vocab_cache_dir` (``vocab`` in glide_edu's cache root,
+  :func:`glide_edu.fileio.cache_root`, beside the checkpoints of :mod:`glide_edu.hub`). Each file may also
+  be stored gzipped (``encoder.json.gz``). :func:`glide_edu.hub.download_gpt2_vocab` fetches them.
 * **CLIP**'s BPE (``bpe_simple_vocab_16e6.txt.gz``) read by the noised CLIP. It ships inside the
   ``open-clip-torch`` wheel; we only *read the file* from the installed distribution (importing
   ``open_clip`` would drag in torchvision), falling back to the same folders as above.
@@ -21,13 +23,16 @@ import gzip
 import hashlib
 import importlib.metadata
 import os
+import zlib
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import NamedTuple
 
+from glide_edu import fileio
+
 ENV_VAR = "GLIDE_EDU_VOCAB_DIR"
-CACHE_ENV_VAR = "GLIDE_EDU_CACHE"
+VOCAB_FOLDER = "vocab"  # the vocabulary cache folder's name inside glide_edu's cache root
 GPT2_URL = "https://openaipublic.blob.core.windows.net/gpt-2/encodings/main/"
 
 
@@ -70,32 +75,41 @@ class VocabError(RuntimeError):
     """A vocabulary file is missing or is not the expected file (one-line message with the fix)."""
 
 
+class VocabNotFoundError(VocabError):
+    """A vocabulary file is in none of the folders searched (its message says "not found" and where it looked)."""
+
+
 class GPT2VocabPaths(NamedTuple):
+    """The verified paths of GPT-2's two vocabulary files (either may end in ``.gz``)."""
+
     encoder_json: Path
     vocab_bpe: Path
 
 
-def cache_root() -> Path:
-    """glide_edu's cache: ``$GLIDE_EDU_CACHE``, else ``$XDG_CACHE_HOME/glide_edu``, else ``~/.cache/glide_edu``."""
-    if os.environ.get(CACHE_ENV_VAR):
-        return Path(os.environ[CACHE_ENV_VAR]).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "glide_edu"
+def vocab_cache_dir() -> Path:
+    """The vocabulary cache folder: ``vocab`` in glide_edu's cache root (:func:`glide_edu.fileio.cache_root`).
+
+    That is ``$GLIDE_EDU_CACHE/vocab``, else ``~/.cache/glide_edu/vocab``; the checkpoints sit beside it in
+    ``checkpoints`` (:func:`glide_edu.hub.default_cache_dir`).
+    """
+    return fileio.cache_root() / VOCAB_FOLDER
 
 
-def default_cache_dir() -> Path:
-    """``<cache_root()>/vocab``: the checkpoints' cache folder (:func:`cache_root`) plus ``vocab``."""
-    return cache_root() / "vocab"
+def search_dirs(
+    vocab_dir: str | os.PathLike[str] | None = None, cache_dir: str | os.PathLike[str] | None = None
+) -> list[Path]:
+    """The folders searched for a vocabulary file, in order.
 
-
-def search_dirs(vocab_dir: str | os.PathLike[str] | None = None) -> list[Path]:
-    """The folders searched, in order: ``vocab_dir`` alone if given, else ``$GLIDE_EDU_VOCAB_DIR`` and the cache."""
+    ``vocab_dir`` alone if given; else ``$GLIDE_EDU_VOCAB_DIR`` (if set) and then the vocabulary cache
+    folder: ``cache_dir`` if given (e.g. the folder a command line's ``--cache-dir`` names), else
+    :func:`vocab_cache_dir`.
+    """
     if vocab_dir is not None:
         return [Path(vocab_dir).expanduser()]
     dirs = []
     if os.environ.get(ENV_VAR):
         dirs.append(Path(os.environ[ENV_VAR]).expanduser())
-    dirs.append(default_cache_dir())
+    dirs.append(Path(cache_dir).expanduser() if cache_dir is not None else vocab_cache_dir())
     return dirs
 
 
@@ -107,6 +121,9 @@ def read_bytes(path: str | os.PathLike[str]) -> bytes:
 
 @lru_cache(maxsize=16)
 def _digest(path: str, mtime_ns: int, size: int) -> str:
+    """sha256 of the file's decompressed content (cached per path, mtime and size)."""
+    if not path.endswith(".gz"):
+        return fileio.sha256_file(path)
     return hashlib.sha256(read_bytes(path)).hexdigest()
 
 
@@ -116,7 +133,7 @@ def verify(path: str | os.PathLike[str], spec: VocabFile) -> Path:
     stat = path.stat()
     try:
         digest = _digest(str(path), stat.st_mtime_ns, stat.st_size)
-    except (OSError, EOFError, gzip.BadGzipFile) as err:
+    except (OSError, EOFError, gzip.BadGzipFile, zlib.error) as err:
         fix = spec.source.format(dir=path.parent)
         raise VocabError(f"{spec.name}: cannot read {path} ({err}); delete it and {fix}") from None
     if digest != spec.sha256:
@@ -129,33 +146,44 @@ def verify(path: str | os.PathLike[str], spec: VocabFile) -> Path:
 
 
 def find_vocab_file(spec: VocabFile, dirs: list[Path]) -> Path:
-    """The first ``<dir>/<name>`` or ``<dir>/<name>.gz`` in ``dirs``, verified; or a :class:`VocabError`."""
+    """The first ``<dir>/<name>`` or ``<dir>/<name>.gz`` in ``dirs``, verified.
+
+    Raises :class:`VocabNotFoundError` when no folder holds the file, :class:`VocabError` when the first
+    copy found is not the expected file.
+    """
     for folder in dirs:
         for candidate in (folder / spec.name, folder / f"{spec.name}.gz"):
             if candidate.is_file():
                 return verify(candidate, spec)
     places = ", ".join(str(d) for d in dirs)
-    raise VocabError(
+    raise VocabNotFoundError(
         f"vocabulary file {spec.name} (or {spec.name}.gz) not found in: {places}; "
         f"{spec.source.format(dir=dirs[0])}, or point {ENV_VAR} (or vocab_dir=) at a folder holding it"
     )
 
 
-def gpt2_vocab_paths(vocab_dir: str | os.PathLike[str] | None = None) -> GPT2VocabPaths:
+def gpt2_vocab_paths(
+    vocab_dir: str | os.PathLike[str] | None = None, cache_dir: str | os.PathLike[str] | None = None
+) -> GPT2VocabPaths:
     """Verified paths of GPT-2's ``encoder.json`` and ``vocab.bpe`` (each possibly ``.gz``).
 
-    Raises :class:`VocabError` (one line: which file, where it looked, how to fix) when a file is
-    missing or its content has the wrong sha256.
+    ``vocab_dir`` is the one folder to look in; without it the files are looked up in
+    ``$GLIDE_EDU_VOCAB_DIR`` and then the vocabulary cache folder, ``cache_dir`` (the folder
+    :func:`glide_edu.hub.download_gpt2_vocab` was given) or by default :func:`vocab_cache_dir`
+    (see :func:`search_dirs`). Raises :class:`VocabNotFoundError` / :class:`VocabError` (one line: which
+    file, where it looked, how to fix) when a file is missing or its content has the wrong sha256.
     """
-    dirs = search_dirs(vocab_dir)
+    dirs = search_dirs(vocab_dir, cache_dir)
     return GPT2VocabPaths(find_vocab_file(GPT2_ENCODER, dirs), find_vocab_file(GPT2_MERGES, dirs))
 
 
-def clip_vocab_path(vocab_dir: str | os.PathLike[str] | None = None) -> Path:
+def clip_vocab_path(
+    vocab_dir: str | os.PathLike[str] | None = None, cache_dir: str | os.PathLike[str] | None = None
+) -> Path:
     """Verified path of CLIP's ``bpe_simple_vocab_16e6.txt.gz``.
 
     Looked up first in the installed ``open-clip-torch`` (or ``clip-anytorch``) distribution without
-    importing it, then in the vocabulary folders (see :func:`search_dirs`).
+    importing it, then in the vocabulary folders (``vocab_dir`` / ``cache_dir``, see :func:`search_dirs`).
     """
     tried = []
     for dist_name, rel in CLIP_WHEELS:
@@ -168,8 +196,8 @@ def clip_vocab_path(vocab_dir: str | os.PathLike[str] | None = None) -> Path:
             return verify(path, CLIP_BPE)
         tried.append(str(path))
     try:
-        return find_vocab_file(CLIP_BPE, search_dirs(vocab_dir))
-    except VocabError as err:
-        if not tried or "not found" not in str(err):
+        return find_vocab_file(CLIP_BPE, search_dirs(vocab_dir, cache_dir))
+    except VocabNotFoundError as err:
+        if not tried:
             raise
-        raise VocabError(f"{err} (also missing from the installed wheel: {', '.join(tried)})") from None
+        raise VocabNotFoundError(f"{err} (also missing from the installed wheel: {', '.join(tried)})") from None

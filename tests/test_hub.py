@@ -252,7 +252,7 @@ def test_download_streams_shows_progress_and_records_the_hash(server, tiny, tmp_
     assert "base.pt" in err and "100%" in err  # the tqdm bar
     record = json.loads((tmp_path / "hashes.json").read_text())["base.pt"]
     assert record["sha256"] == sha(body) and record["size"] == len(body)
-    assert listing(tmp_path) == ["base.pt", "base.pt.lock", "hashes.json"]  # no .part left
+    assert listing(tmp_path) == ["base.pt", "base.pt.lock", "hashes.json", "hashes.json.lock"]  # no .part left
 
 
 def test_cache_hit_makes_no_request(server, tiny, tmp_path) -> None:
@@ -266,7 +266,9 @@ def test_cache_hit_makes_no_request(server, tiny, tmp_path) -> None:
 def test_default_cache_folder_is_glide_edu_cache(server, tiny, tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("GLIDE_EDU_CACHE", str(tmp_path / "c"))
     server.files["base.pt"] = _state_bytes(tiny["base"])
-    assert hub.download("base", progress=False, registry=registry(server)) == tmp_path / "c" / "base.pt"
+    path = hub.download("base", progress=False, registry=registry(server))
+    assert path == tmp_path / "c" / "base.pt" == hub.default_cache_dir() / "base.pt"
+    assert (tmp_path / "c" / "hashes.json").is_file()
 
 
 def test_resume_after_an_interrupted_transfer_uses_range(server, tiny, tmp_path) -> None:
