@@ -55,7 +55,7 @@ from torch import Tensor, nn
 
 from glide_edu.hub import CHECKPOINTS
 from glide_edu.nn import unet as unet_mod
-from glide_edu.pipelines import Text2ImPipeline, attach_schedule
+from glide_edu.pipelines import GlideModel, Text2ImPipeline
 from glide_edu.tokenizers import byte_level_tokenizer
 
 PROMPT = "an oil painting of a corgi"
@@ -75,7 +75,12 @@ def build(name: str, seed: int = 0) -> nn.Module:
     n = sum(p.numel() for p in model.parameters())
     if n != entry.num_parameters:
         raise SystemExit(f"{name}: {n:,} parameters, the official preset has {entry.num_parameters:,}")
-    return attach_schedule(model.eval(), entry.options["noise_schedule"], entry.options["diffusion_steps"])
+    return model.eval()
+
+
+def build_glide(name: str, seed: int = 0) -> GlideModel:
+    """:func:`build` with its diffusion schedule, as the pipelines take it."""
+    return GlideModel.from_options(build(name, seed), CHECKPOINTS[name].options, CHECKPOINTS[name].kind)
 
 
 def model_inputs(model: nn.Module, batch: int, seed: int = 1) -> dict[str, Tensor]:
@@ -90,7 +95,7 @@ def model_inputs(model: nn.Module, batch: int, seed: int = 1) -> dict[str, Tenso
         "tokens": tokens,
         "mask": mask,
     }
-    if type(model).__name__.startswith("SuperRes"):
+    if model.config.in_channels == 6:  # the upsampler also takes the 64×64 image
         kw["low_res"] = torch.rand(batch, 3, 64, 64, generator=gen) * 2 - 1
     return kw
 
@@ -278,14 +283,17 @@ def maxrss_kib() -> int:
 def pipeline_child(steps: int, threads: int) -> None:
     """Run in a fresh process: build both models, sample once (batch 1, CFG), print one JSON line."""
     torch.set_num_threads(threads)
-    base, upsampler = build("base"), build("upsample", seed=1)
+    base, upsampler = build_glide("base"), build_glide("upsample", seed=1)
     pipe = Text2ImPipeline(base, upsampler, tokenizer=byte_level_tokenizer(), device="cpu")
     built = rss_kib("VmRSS")
     build_peak = maxrss_kib()
     reset = reset_peak_rss()
     trace: list[tuple[str, int | None]] = []  # the peak so far after each network call: does it level off?
     for name, model in (("base", base), ("upsample", upsampler)):
-        model.register_forward_hook(lambda *_, name=name: trace.append((name, rss_kib("VmHWM") if reset else None)))
+        def record_peak(*_, name: str = name) -> None:
+            trace.append((name, rss_kib("VmHWM") if reset else None))
+
+        model.network.register_forward_hook(record_peak)
     t0 = time.perf_counter()
     out = pipe(
         PROMPT, batch_size=1, guidance_scale=3.0, num_inference_steps=steps, upsample_respacing=str(steps), seed=0

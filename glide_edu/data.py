@@ -2,7 +2,8 @@
 
 * handwritten digits — scikit-learn's 1,797 8×8 scans (UCI), upsampled bilinearly, values in [−1, 1];
 * photographs — scikit-image's sample images (the cat "chelsea", an astronaut, coffee, a camera man);
-* your own images — :func:`load_image_folder` reads a folder (optionally one sub-folder per class).
+* your own images — :func:`load_image_folder` reads a folder (optionally one sub-folder per class), each file
+  through :func:`read_image` (which the ``glide-edu`` command uses too).
 
 Images are float32 NCHW tensors in [−1, 1], the book's convention.
 """
@@ -10,13 +11,17 @@ Images are float32 NCHW tensors in [−1, 1], the book's convention.
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 SPLITS = ("train", "test", "all")
 
@@ -79,6 +84,7 @@ def load_photo(name: str = "cat", size: int = 64) -> Tensor:
 
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")  # Pillow's modes for 16-bit grayscale (and int32)
 
 
 class FolderData(NamedTuple):
@@ -90,10 +96,45 @@ class FolderData(NamedTuple):
     classes: list[str]
 
 
+def read_image(path: str | os.PathLike, mode: str = "RGB", fix: str = "give a PNG or JPEG file") -> Image.Image:
+    """The picture in file ``path`` as an 8-bit PIL image of ``mode`` ("RGB" or "L"), upright.
+
+    * Files over Pillow's decompression-bomb limit (``PIL.Image.MAX_IMAGE_PIXELS``) are refused — also in the
+      range where Pillow only warns — before their pixels are decoded.
+    * A JPEG's EXIF orientation is applied (:func:`PIL.ImageOps.exif_transpose`), as photo viewers do.
+    * 16-bit grayscale (modes "I;16…", "I") is scaled by 255/65535 onto the 8-bit levels, not clipped at 255.
+
+    Problems raise a one-line ValueError naming the file and ending in ``fix``.
+    """
+    from PIL import Image, ImageOps
+
+    if mode not in ("RGB", "L"):
+        raise ValueError(f"mode must be 'RGB' or 'L', got {mode!r}")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                im.load()
+                im = ImageOps.exif_transpose(im)  # a new, upright image: the file can be closed
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+        limit = Image.MAX_IMAGE_PIXELS
+        raise ValueError(
+            f"image {path} is too large to open safely ({' '.join(str(err).split())}); shrink it below "
+            f"{limit:,} pixels, or raise PIL.Image.MAX_IMAGE_PIXELS if you trust the file"
+        ) from None
+    except (OSError, ValueError, SyntaxError) as err:  # UnidentifiedImageError is an OSError
+        raise ValueError(f"cannot read image {path}: {' '.join(str(err).split())}; {fix}") from None
+    if im.mode in SIXTEEN_BIT_MODES:
+        levels = np.clip(np.asarray(im, dtype=np.float64), 0, 65535) * (255 / 65535)
+        im = Image.fromarray(np.round(levels).astype(np.uint8), mode="L")
+    return im.convert(mode)
+
+
 def load_image_folder(path: str | os.PathLike, size: int, channels: int = 3) -> FolderData:
     """Your own images for training: every image file under ``path``, centre-cropped to a square, resized to
-    ``size``×``size`` (bicubic) and scaled to [−1, 1]. ``channels`` is 3 (RGB) or 1 (grayscale)."""
-    from PIL import Image, UnidentifiedImageError
+    ``size``×``size`` (bicubic) and scaled to [−1, 1]. ``channels`` is 3 (RGB) or 1 (grayscale).
+    Files are read by :func:`read_image` (EXIF orientation, 16-bit scaling, decompression-bomb limit)."""
+    from PIL import Image
 
     root = Path(path)
     if not root.is_dir():
@@ -107,15 +148,11 @@ def load_image_folder(path: str | os.PathLike, size: int, channels: int = 3) -> 
         raise ValueError(f"{root} holds no image files ({', '.join(IMAGE_SUFFIXES)}); the dataset would be empty")
     arrays = []
     for f in files:
-        try:
-            with Image.open(f) as im:
-                im = im.convert("RGB" if channels == 3 else "L")
-                s = min(im.size)
-                left, top = (im.width - s) // 2, (im.height - s) // 2
-                im = im.crop((left, top, left + s, top + s)).resize((size, size), Image.Resampling.BICUBIC)
-                arrays.append(np.asarray(im, dtype=np.float32).reshape(size, size, channels))
-        except (UnidentifiedImageError, OSError) as err:
-            raise ValueError(f"cannot read image {f}: {err}; fix or remove the file") from None
+        im = read_image(f, "RGB" if channels == 3 else "L", fix="fix or remove the file")
+        s = min(im.size)
+        left, top = (im.width - s) // 2, (im.height - s) // 2
+        im = im.crop((left, top, left + s, top + s)).resize((size, size), Image.Resampling.BICUBIC)
+        arrays.append(np.asarray(im, dtype=np.float32).reshape(size, size, channels))
     images = torch.from_numpy(np.stack(arrays) / 127.5 - 1.0).permute(0, 3, 1, 2).float().contiguous()
     parents = [f.relative_to(root).parts for f in files]
     if all(len(p) == 2 for p in parents):  # root/<class>/<image>

@@ -172,7 +172,8 @@ class Trainer:
 
     @staticmethod
     def _check_sampling(cfg: TrainConfig, num_timesteps: int) -> None:
-        if cfg.sample_every < 0 or cfg.sample_count < 1 or not 1 <= cfg.sample_steps <= num_timesteps:
+        grids = cfg.sample_every > 0  # the grid settings matter only when grids are drawn
+        if cfg.sample_every < 0 or (grids and (cfg.sample_count < 1 or not 1 <= cfg.sample_steps <= num_timesteps)):
             raise ValueError(
                 f"sample_every={cfg.sample_every}, sample_count={cfg.sample_count}, sample_steps={cfg.sample_steps}: "
                 f"need sample_every ≥ 0 (0 = off), sample_count ≥ 1 and 1 ≤ sample_steps ≤ {num_timesteps}"

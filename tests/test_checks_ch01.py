@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from glide_edu.book.ch01 import noised_view, schedule_curves
 from glide_edu.checks import ExerciseError
 from glide_edu.checks.ch01 import (
     check_cosine_betas,
@@ -18,7 +19,6 @@ from glide_edu.checks.ch01 import (
     drowning_steps,
 )
 from glide_edu.schedules import alphas_cumprod, snr
-from glide_edu.book.ch01 import noised_view, schedule_curves
 
 # ------------------------------------------------------------------------------------------ q_sample
 

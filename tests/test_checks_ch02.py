@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -11,6 +12,8 @@ from glide_edu.checks.ch02 import (
     check_one_shot_limit,
     check_p_step,
     check_posterior_mean_variance,
+    check_variance_prediction,
+    variance_study,
 )
 
 
@@ -202,3 +205,29 @@ def test_one_shot_accepts_mean_in_both_shapes() -> None:
 def test_one_shot_rejects_wrong_answers(answer, needle) -> None:
     with pytest.raises(ExerciseError, match=needle):
         check_one_shot_limit(answer)
+
+
+# ---------------------------------------------------- prediction: which variance suits a 10-step chain?
+def test_variance_prediction_accepts_the_live_truth(capsys) -> None:
+    study = variance_study()
+    assert study["spread"]["fixed_small"] < study["spread"]["fixed_large"] < 1.0  # the facts the solution states
+    assert np.all((study["small"] < study["true"]) & (study["true"] < study["large"]))
+    assert check_variance_prediction("fixed_large", "Between")
+    assert "✅ variance prediction: correct" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("answers", "message"),
+    [
+        (("fixed_small", "between"), r"closer_spread: fixed_large comes closer .* too narrow"),
+        (("fixed_large", "below"), r"true_variance: it lies between β̃_t and β_t at the 9 steps .* extreme cases"),
+        (("fixed_large", "above"), r"true_variance: it lies between"),
+        (("fixed_small", "above"), r"(?s)closer_spread: .*\ntrue_variance: "),
+        ((..., "between"), "closer_spread: replace the placeholder"),
+        (("large", "between"), r"closer_spread: expected one of 'fixed_small' or 'fixed_large', got 'large'"),
+        (("fixed_large", 1), r"true_variance: expected one of the strings 'below' or 'between' or 'above', got 1"),
+    ],
+)
+def test_variance_prediction_rejects_wrong_answers(answers, message) -> None:
+    with pytest.raises(ExerciseError, match=message):
+        check_variance_prediction(*answers)

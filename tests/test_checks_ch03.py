@@ -14,9 +14,11 @@ from glide_edu.checks.ch03 import (
     check_elbo_weight,
     check_l_simple,
     check_timestep_embedding,
+    check_weight_prediction,
+    elbo_weights_cosine,
     kl_per_squared_error,
 )
-from glide_edu.schedules import cosine_betas
+from glide_edu.schedules import cosine_betas, snr
 
 
 # ------------------------------------------------------------------------------- exercise 1: L_simple
@@ -188,3 +190,33 @@ def test_embedding_rejects_typical_mistakes(mode, needle) -> None:
 def test_embedding_rejects_wrong_shape() -> None:
     with pytest.raises(ExerciseError, match=r"\(B, dim\)"):
         check_timestep_embedding(lambda t, dim: embedding(t, dim)[:, : dim // 2])  # the cosines only
+
+
+# ------------------------------------------------------ prediction: where is the ELBO's weight smallest?
+def test_weight_prediction_accepts_the_live_truth(capsys) -> None:
+    lam = elbo_weights_cosine()
+    t_min = int(np.nanargmin(lam))
+    assert abs(t_min - int(np.argmax(snr(cosine_betas(1000)) <= 1))) <= 5  # the reasoning of the solution cell
+    assert 100 <= lam[1] / lam[t_min] < 316  # its ratio rounds to 10²
+    for t in (t_min - 50, t_min, t_min + 50, np.int64(t_min)):
+        assert check_weight_prediction(t, 100)
+    assert f"smallest at t = {t_min}" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("answers", "message"),
+    [
+        ((10, 100), r"t_min_weight: λ_t is smallest at t = \d+ .* near the start the SNR drops .* where SNR crosses 1"),
+        ((990, 100), r"t_min_weight: .* near the end β_t is clipped at 0.999 and λ shoots up to"),
+        ((300, 100), r"t_min_weight: .* you said 300, where λ = 0.00\d+ — 1.\d+ times the minimum"),
+        ((500, 1000), r"weight_ratio_order: λ_1 / λ_min = 0.559 / 0.0031 = 179, about 100 \(you said 1000\)"),
+        ((10, 10), r"(?s)t_min_weight: .*\nweight_ratio_order: "),
+        ((500, 50), "weight_ratio_order: choose one of 1, 10, 100, 1000, 10000, got 50"),
+        ((0, 100), r"t_min_weight: λ_t is defined for t = 1 … 999, got 0"),
+        ((..., 100), "t_min_weight: replace the placeholder"),
+        ((500.5, 100), "t_min_weight: expected an integer, got 500.5"),
+    ],
+)
+def test_weight_prediction_rejects_wrong_answers(answers, message) -> None:
+    with pytest.raises(ExerciseError, match=message):
+        check_weight_prediction(*answers)

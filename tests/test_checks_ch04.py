@@ -7,7 +7,14 @@ import pytest
 import torch
 
 from glide_edu.checks import ExerciseError
-from glide_edu.checks.ch04 import check_ddim_step, check_learned_log_variance, check_respace_betas
+from glide_edu.checks.ch04 import (
+    check_ddim_step,
+    check_learned_log_variance,
+    check_respace_betas,
+    check_respacing_prediction,
+    variance_ratio,
+)
+from glide_edu.respace import space_timesteps
 
 
 # ------------------------------------------------------------------------ exercise 1: learned range
@@ -142,3 +149,32 @@ def test_ddim_rejects_typical_mistakes(kwargs, message) -> None:
     with pytest.raises(ExerciseError) as err:
         check_ddim_step(lambda *a: ddim_step(*a, **kwargs))
     assert message in str(err.value)
+
+
+# ---------------------------------------------------------- prediction: what does a respacing keep?
+def test_respacing_prediction_accepts_the_live_truth(capsys) -> None:
+    last = max(space_timesteps(1000, "ddim25"))
+    assert last == (1000 // 25) * 24  # the arithmetic of the solution cell
+    assert variance_ratio(10) > variance_ratio(1000) > 1  # β' ≥ β̃', and further apart with fewer steps
+    assert check_respacing_prediction(last, " Apart")
+    assert check_respacing_prediction(np.int64(last), "apart")
+    assert f"'ddim25' ends at step {last}" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("answers", "message"),
+    [
+        ((999, "apart"), r"last_kept_ddim25: 999 is kept by the plain '25', which keeps both ends\. 'ddimN' keeps "
+                         r"range\(0, 1000, 40\) = 0, 40, …, 960, so a chain respaced this way starts from x_960"),
+        ((1000, "apart"), "the steps are 0-based, 999 is the last one — and 'ddim25' does not even reach it"),
+        ((975, "apart"), "the stride is 1000 // 25 = 40, from 0"),
+        ((960, "closer"), r"fixed_variances_10: they move apart — the median β'_i/β̃'_i is 1.4\d with 10 steps .*§ 7"),
+        ((999, "closer"), r"(?s)last_kept_ddim25: .*\nfixed_variances_10: "),
+        ((960, "same"), "fixed_variances_10: expected one of 'closer' or 'apart', got 'same'"),
+        ((..., "apart"), "last_kept_ddim25: replace the placeholder"),
+        (("960", "apart"), "last_kept_ddim25: expected an integer, got '960'"),
+    ],
+)
+def test_respacing_prediction_rejects_wrong_answers(answers, message) -> None:
+    with pytest.raises(ExerciseError, match=message):
+        check_respacing_prediction(*answers)

@@ -4,11 +4,19 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
 from glide_edu.checks import ExerciseError
-from glide_edu.checks.ch06 import check_drop_labels, check_guided_output, check_implicit_classifier_grad
+from glide_edu.checks.ch06 import (
+    check_cfg_toy_prediction,
+    check_drop_labels,
+    check_guided_output,
+    check_implicit_classifier_grad,
+    toy_class_shares,
+)
+from glide_edu.toy import LabelledGaussianMixture
 
 
 # ----------------------------------------------------------------------- exercise 1: guided output
@@ -103,7 +111,12 @@ def drop_labels(labels, p, null, generator, *, mode="right"):
         out = labels
     else:
         out = labels.clone()
-    r = torch.rand(labels.shape, generator=generator)
+    if mode == "global_rng":
+        r = torch.rand(labels.shape)  # ignores `generator`
+    elif mode == "numpy_rng":
+        r = torch.from_numpy(np.random.rand(*labels.shape))
+    else:
+        r = torch.rand(labels.shape, generator=generator)
     drop = r < p if mode != "inverted" else r >= p
     if mode == "fixed":
         drop = torch.rand(labels.shape, generator=torch.Generator().manual_seed(0)) < p
@@ -129,8 +142,47 @@ def test_drop_labels_accepts_correct(capsys) -> None:
         ("inplace", "modified in place"),
         ("float", "must stay integers"),
         ("fixed", "draw the randomness from `generator`"),
+        ("global_rng", "equally seeded generators gave different drops"),
+        ("numpy_rng", "equally seeded generators gave different drops"),
     ],
 )
 def test_drop_labels_rejects_typical_mistakes(mode, message) -> None:
     with pytest.raises(ExerciseError, match=message):
         check_drop_labels(lambda y, p, null, g: drop_labels(y, p, null, g, mode=mode))
+
+
+def test_drop_labels_leaves_the_global_rng_alone() -> None:
+    torch.manual_seed(5)
+    expected = torch.rand(3)
+    torch.manual_seed(5)
+    check_drop_labels(drop_labels)
+    assert torch.equal(torch.rand(3), expected)
+
+
+# ------------------------------------------- prediction: what does guidance at s = 0 and s = 1 sample?
+def test_cfg_toy_prediction_accepts_the_live_truth(capsys) -> None:
+    shares = toy_class_shares()
+    prior = float(LabelledGaussianMixture.example().class_weights[1])
+    assert abs(shares[0.0][0] - prior) < 0.1 and shares[1.0][1] > 0  # the facts the solution cell states
+    assert check_cfg_toy_prediction(prior, False)
+    assert check_cfg_toy_prediction(np.float64(shares[0.0][0] + 0.09), np.bool_(False))
+    assert "✅ guidance prediction: correct" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("answers", "message"),
+    [
+        ((1.0, False), r"share_s0: you predicted 1.00, .* the label is not used at all.* p\(y = 1\) = 0.33"),
+        ((0.0, False), r"share_s0: you predicted 0.00"),
+        ((1 / 3, True), r"all_class1_at_s1: not every one — \d+ of the 300 samples .* tails included"),
+        ((0.9, True), r"(?s)share_s0: .*\nall_class1_at_s1: "),
+        ((33, False), r"share_s0: expected a number between 0 and 1, got 33 — write a percentage as a fraction"),
+        ((..., False), "share_s0: replace the placeholder"),
+        ((0.3, "no"), "all_class1_at_s1: expected True or False, got 'no'"),
+        ((0.3, 1), "all_class1_at_s1: expected True or False, got 1"),
+        ((True, False), "share_s0: expected a number between 0 and 1, got the boolean True"),
+    ],
+)
+def test_cfg_toy_prediction_rejects_wrong_answers(answers, message) -> None:
+    with pytest.raises(ExerciseError, match=message):
+        check_cfg_toy_prediction(*answers)

@@ -46,6 +46,14 @@ def test_cfg_reports_a_crash() -> None:
         check_glide_cfg(lambda out, s: 1 / 0)
 
 
+def test_cfg_gives_feedback_on_a_float64_answer() -> None:
+    """A right formula computed in float64 is a failed check with a message, not a crash of the checker."""
+    with pytest.raises(ExerciseError, match="dtype float64, but model_out is float32; return the same dtype"):
+        check_glide_cfg(lambda out, s: glide_cfg(out.double(), s))
+    with pytest.raises(ExerciseError, match="halves are swapped"):  # a wrong float32 answer is still diagnosed
+        check_glide_cfg(lambda out, s: glide_cfg(out, s, swap=True))
+
+
 def test_clamp_accepts_and_rejects() -> None:
     assert check_known_region_clamp(lambda x0, image, mask: x0 * (1 - mask) + image * mask)
     cases = [

@@ -67,3 +67,47 @@ def test_a_folder_of_the_wrong_size_is_refused_by_the_trainer(tmp_path) -> None:
     with pytest.raises(ValueError, match=r"images are \(3, 8, 8\) but the model expects \(1, 16, 16\)"):
         Trainer(model, create_diffusion(10, "cosine", model_var_type="fixed_small"), data.images,
                 TrainConfig(progress=False))
+
+
+def test_sixteen_bit_images_are_scaled_not_saturated(tmp_path) -> None:
+    levels = np.array([[0, 0x8080], [0xFFFF, 0x4040]], np.uint16)  # → 8-bit 0, 128, 255, 64
+    Image.fromarray(levels).save(tmp_path / "deep.png")
+    assert Image.open(tmp_path / "deep.png").mode == "I;16"
+    data = load_image_folder(tmp_path, size=2, channels=1)
+    expected = torch.tensor([[0, 128], [255, 64]], dtype=torch.float32) / 127.5 - 1
+    torch.testing.assert_close(data.images[0, 0], expected)
+    rgb = load_image_folder(tmp_path, size=2)
+    torch.testing.assert_close(rgb.images[0], expected.expand(3, 2, 2))
+
+
+def test_exif_orientation_is_applied(tmp_path) -> None:
+    from glide_edu.data import read_image
+
+    stored = np.zeros((16, 32, 3), np.uint8)
+    stored[:, :16] = 255  # stored 32 wide × 16 high, left half white
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90° clockwise to display": the left half becomes the top half
+    Image.fromarray(stored).save(tmp_path / "photo.jpg", exif=exif, quality=95)
+    upright = np.asarray(read_image(tmp_path / "photo.jpg"), dtype=np.float32)
+    assert upright.shape == (32, 16, 3)
+    assert upright[:12].mean() > 240 and upright[20:].mean() < 15
+    data = load_image_folder(tmp_path, size=16)  # centre crop of the upright 16×32 picture: top and bottom cut
+    top, bottom = data.images[0, :, :4].mean(), data.images[0, :, -4:].mean()
+    assert top > 0.9 and bottom < -0.9
+
+
+def test_decompression_bombs_are_refused(tmp_path, monkeypatch) -> None:
+    from glide_edu.data import read_image
+
+    Image.new("L", (40, 40), 0).save(tmp_path / "big.png")  # 1,600 pixels
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # Pillow warns above 1,000 and refuses above 2,000
+    with pytest.raises(ValueError, match=r"big\.png is too large to open safely .*shrink it below 1,000 pixels"):
+        read_image(tmp_path / "big.png")
+    with pytest.raises(ValueError, match="too large to open safely") as err:
+        load_image_folder(tmp_path, size=8)
+    assert "\n" not in str(err.value)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 500)  # now in Pillow's own error range
+    with pytest.raises(ValueError, match="too large to open safely"):
+        load_image_folder(tmp_path, size=8)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 2000)
+    assert load_image_folder(tmp_path, size=8).images.shape == (1, 3, 8, 8)

@@ -11,7 +11,7 @@ from PIL import Image
 from glide_edu.guidance import classifier_free_guidance
 from glide_edu.nn.fp16 import convert_to_fp16, convert_to_fp32, parameter_dtypes
 from glide_edu.pipelines import ClipGuidedPipeline, InpaintPipeline, Text2ImPipeline, quantize_8bit
-from glide_edu.pipelines.common import diffusion_for, resolve_device
+from glide_edu.pipelines.common import resolve_device
 from glide_edu.pipelines.tiny import tiny_clip, tiny_glide_model
 from glide_edu.tokenizers import byte_level_tokenizer
 
@@ -52,15 +52,15 @@ def test_text2im_equals_the_notebook_procedure_after_manual_seed() -> None:
     tok = byte_level_tokenizer()
     tokens, mask = tok.tokens_and_mask(["a corgi", ""], 48)
     torch.manual_seed(11)
-    base = diffusion_for(pipe.base, "5")
+    base = pipe.base.diffusion("5")
     x = base.p_sample_loop(
-        classifier_free_guidance(pipe.base, 3.0), (2, 3, 16, 16), model_kwargs={"tokens": tokens, "mask": mask}
+        classifier_free_guidance(pipe.base.network, 3.0), (2, 3, 16, 16), model_kwargs={"tokens": tokens, "mask": mask}
     )[:1]
     low_res = quantize_8bit(x)
-    up = diffusion_for(pipe.upsampler, "fast27")
+    up = pipe.upsampler.diffusion("fast27")
     noise = torch.randn(1, 3, 32, 32) * 0.997
     kwargs = {"tokens": tokens[:1], "mask": mask[:1], "low_res": low_res}
-    final = up.ddim_sample_loop(pipe.upsampler, (1, 3, 32, 32), noise=noise, model_kwargs=kwargs)
+    final = up.ddim_sample_loop(pipe.upsampler.network, (1, 3, 32, 32), noise=noise, model_kwargs=kwargs)
     assert torch.equal(out.low_res, low_res)
     torch.testing.assert_close(out.samples, final, rtol=0, atol=1e-6)
 
@@ -97,7 +97,7 @@ def test_inpaint_keeps_the_known_pixels_at_both_sizes() -> None:
 
 
 def test_fp16_converts_exactly_the_reference_layers() -> None:
-    model = tiny_glide_model("base")
+    model = tiny_glide_model("base").network
     x = torch.randn(2, 3, 16, 16)
     t = torch.tensor([10, 900])
     tokens, mask = byte_level_tokenizer().tokens_and_mask(["a corgi", ""], 48)
@@ -128,7 +128,7 @@ def test_fp16_converts_exactly_the_reference_layers() -> None:
 
 def test_fp16_and_bf16_pipelines_run() -> None:
     """Tiny random models amplify rounding (pixels flip at the ±1 clip), so compare one forward, then run."""
-    model = _text2im().base
+    model = _text2im().base.network
     x, t = torch.randn(2, 3, 16, 16), torch.tensor([3, 700])
     tokens, mask = byte_level_tokenizer().tokens_and_mask(["a corgi", ""], 48)
     with torch.no_grad():
@@ -141,7 +141,7 @@ def test_fp16_and_bf16_pipelines_run() -> None:
     with pytest.warns(UserWarning, match="fp16 on the CPU"):
         pipe = Text2ImPipeline(tiny_glide_model("base"), None, byte_level_tokenizer(), fp16=True)
     half = pipe("a corgi", seed=1, num_inference_steps=2, progress=True)
-    assert pipe.base.input_blocks[0][0].weight.dtype == torch.float16
+    assert pipe.base.network.input_blocks[0][0].weight.dtype == torch.float16
     assert half.samples.dtype == torch.float32 and torch.isfinite(half.samples).all()
 
 
@@ -150,9 +150,10 @@ def test_from_pretrained_reads_official_format_files_from_a_folder(tmp_path) -> 
 
     registry = tiny_registry()
     for name in ("base", "upsample"):
-        torch.save(tiny_glide_model(name).state_dict(), tmp_path / registry[name].file)
+        torch.save(tiny_glide_model(name).network.state_dict(), tmp_path / registry[name].file)
     pipe = Text2ImPipeline.from_pretrained(checkpoint_dir=tmp_path, registry=registry, tokenizer=byte_level_tokenizer())
-    assert pipe.upsampler.glide_schedule == ("linear", 1000) and pipe.base.glide_schedule[0] == "squaredcos_cap_v2"
+    assert pipe.upsampler.kind == "upsample" and pipe.upsampler.diffusion_config.noise_schedule == "linear"
+    assert pipe.base.diffusion_config.noise_schedule == "squaredcos_cap_v2" and pipe.base.diffusion_config.steps == 1000
     reference = _text2im()("a corgi", seed=0, **FAST)
     assert torch.equal(pipe("a corgi", seed=0, **FAST).samples, reference.samples)  # same weights, same pictures
     no_up = Text2ImPipeline.from_pretrained(
@@ -176,7 +177,6 @@ def test_bad_inputs_raise_one_line_value_errors() -> None:
         (lambda: inpaint("a", image, torch.ones(20, 20), **FAST), r"16×16 or 32×32"),
         (lambda: inpaint("a", image, torch.full((16, 16), 0.5), **FAST), "0 \\(generate\\) or 1"),
         (lambda: inpaint("a", torch.zeros(1, 4, 32, 32), torch.ones(16, 16), **FAST), "image must be"),
-        (lambda: inpaint("a", image, torch.ones(16, 16), steps=3), "unknown option 'steps'"),
         (lambda: inpaint("a", image.expand(3, -1, -1, -1), torch.ones(16, 16), batch_size=2), "image has batch 3"),
         (lambda: resolve_device("tpu"), "unknown device 'tpu'"),
         (lambda: Text2ImPipeline(tiny_glide_model("base"), device="gpu"), "unknown device"),
@@ -188,3 +188,43 @@ def test_bad_inputs_raise_one_line_value_errors() -> None:
         with pytest.raises(ValueError, match=match) as err:
             call()
         assert "\n" not in str(err.value)
+
+
+def test_glide_model_carries_its_diffusion_and_is_checked_against_the_network() -> None:
+    from glide_edu.pipelines import GlideModel
+    from glide_edu.respace import DiffusionConfig
+
+    up = tiny_glide_model("upsample")
+    assert isinstance(up, GlideModel) and up.kind == "upsample" and up.image_size == 32 and up.text_ctx == 48
+    assert not hasattr(up.network, "glide_schedule")  # nothing is parked on the nn.Module
+    diffusion = up.diffusion("fast27")
+    assert diffusion.num_timesteps == 27 and int(diffusion.timestep_map[-1]) == 997
+    linear = DiffusionConfig(1000, "linear").create()
+    assert torch.equal(torch.as_tensor(up.diffusion("").betas), torch.as_tensor(linear.betas))
+    same = GlideModel(up.network, {"steps": 1000, "noise_schedule": "linear"}, "upsample")
+    assert same.diffusion_config == up.diffusion_config
+    base = tiny_glide_model("base")
+    with pytest.raises(ValueError, match=r"'upsample' model takes 6 input channels but this network takes 3"):
+        GlideModel(base.network, base.diffusion_config, "upsample")
+    with pytest.raises(ValueError, match="unknown GLIDE kind"):
+        GlideModel(base.network, base.diffusion_config, "super")
+    with pytest.raises(ValueError, match="bad respacing 'fast99'"):
+        base.diffusion("fast99")
+    # a pipeline takes GlideModels of the kinds its slots need, and says so otherwise
+    with pytest.raises(ValueError, match="base must be a GlideModel"):
+        Text2ImPipeline(base.network, tokenizer=byte_level_tokenizer())
+    with pytest.raises(ValueError, match="upsampler must be a model of kind 'upsample', got one of kind 'base'"):
+        Text2ImPipeline(base, base, tokenizer=byte_level_tokenizer())
+    with pytest.raises(ValueError, match="base_inpaint must be a model of kind 'base-inpaint'"):
+        InpaintPipeline(base, tokenizer=byte_level_tokenizer())
+
+
+def test_pipelines_hold_only_their_components() -> None:
+    """No per-call state is left on the pipeline: its attributes are the same before and after a call."""
+    pipe = _inpaint()
+    before = dict(vars(pipe))
+    assert set(before) == {"base", "upsampler", "tokenizer", "device"}
+    pipe("a", torch.zeros(1, 3, 32, 32), torch.ones(16, 16), seed=0, **FAST)
+    assert vars(pipe) == before
+    with pytest.raises(TypeError, match="steps"):  # an unknown option is Python's own error
+        pipe("a", torch.zeros(1, 3, 32, 32), torch.ones(16, 16), steps=3)

@@ -196,12 +196,17 @@ def test_sample_grids_of_a_class_conditional_run_cycle_through_the_labels() -> N
     assert seen[-1].tolist() == [0, 1, 2, 0, 1]
 
 
-@pytest.mark.parametrize("bad", [{"sample_every": -1}, {"sample_count": 0}, {"sample_steps": 0},
-                                 {"sample_steps": 101}])
+@pytest.mark.parametrize("bad", [{"sample_every": -1}, {"sample_every": 5, "sample_count": 0},
+                                 {"sample_every": 5, "sample_steps": 0}, {"sample_every": 5, "sample_steps": 101}])
 def test_bad_sampling_options_are_refused(bad: dict) -> None:
     model, diffusion, images, config, mc, dc = _setup(**bad)
     with pytest.raises(ValueError, match="need sample_every ≥ 0"):
         Trainer(model, diffusion, images, config)
+
+
+def test_grid_settings_are_not_checked_when_no_grids_are_drawn() -> None:
+    model, diffusion, images, config, mc, dc = _setup(sample_steps=500)  # > the 100-step process, but grids are off
+    Trainer(model, diffusion, images, config).train()
 
 
 def test_ema_snapshots_are_loadable_small_checkpoints(tmp_path) -> None:

@@ -22,7 +22,7 @@ from torch import Tensor
 from glide_edu.book import chapter_parser
 from glide_edu.data import load_digits
 from glide_edu.diffusion import GaussianDiffusion
-from glide_edu.guidance import guided_samples
+from glide_edu.guidance import check_guidance_scale, guided_samples
 from glide_edu.metrics import diversity, guided_sample_quality, load_feature_net
 from glide_edu.nn.classifier import EncoderUNetModel
 from glide_edu.pretrained import load_small_checkpoint, shipped_checkpoint
@@ -211,8 +211,7 @@ def guidance_view(models: ExplorerModels, label: int, scale: float, classifier: 
         raise ValueError(f"classifier must be one of {', '.join(models.classifiers)}, got {classifier!r}")
     if not 0 <= int(label) <= 9:
         raise ValueError(f"label must be a digit 0–9, got {label!r}")
-    if scale < 0:
-        raise ValueError(f"the guidance scale must be >= 0 (0: unguided), got {scale}")
+    scale = check_guidance_scale(scale, "0 = unguided")
     start = time.perf_counter()
     n = models.x_T.shape[0]
     labels = torch.full((n,), int(label), dtype=torch.long)

@@ -8,8 +8,10 @@ Chapter-specific checkers live in ``glide_edu.checks.chNN`` and are re-exported 
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -99,6 +101,74 @@ def call_reader(fn, what: str, *args):
         raise ExerciseError(f"{what} raised {type(err).__name__}: {err}") from err
 
 
+# ------------------------------------------------------------------------- answers that are predictions
+def expect_filled(value: object, name: str) -> object:
+    """Fail kindly while a prediction still holds the stub's placeholder (``...`` or ``None``)."""
+    if value is ... or value is None:
+        raise ExerciseError(f"{name}: replace the placeholder ... with your prediction, then run the cell again")
+    return value
+
+
+def expect_choice(value: object, choices: Sequence[str], name: str) -> str:
+    """The reader's answer as one of ``choices`` (case and surrounding spaces ignored)."""
+    expect_filled(value, name)
+    options = " or ".join(repr(c) for c in choices)
+    if not isinstance(value, str):
+        raise ExerciseError(f"{name}: expected one of the strings {options}, got {value!r}")
+    key = value.strip().lower()
+    for choice in choices:
+        if key == choice.lower():
+            return choice
+    raise ExerciseError(f"{name}: expected one of {options}, got {value!r}")
+
+
+def expect_integer(value: object, name: str) -> int:
+    """The reader's answer as a Python int (an int-valued float, a NumPy scalar or a 1-element tensor is accepted)."""
+    expect_filled(value, name)
+    if isinstance(value, Tensor):
+        if value.numel() != 1:
+            raise ExerciseError(f"{name}: expected one integer, got a tensor of shape {tuple(value.shape)}")
+        value = value.item()
+    elif not isinstance(value, (bool, int, float)) and hasattr(value, "item"):
+        try:
+            value = value.item()  # NumPy scalars and 1-element arrays
+        except (TypeError, ValueError):
+            raise ExerciseError(f"{name}: expected one integer, got {value!r}") from None
+    if isinstance(value, bool):
+        raise ExerciseError(f"{name}: expected an integer, got the boolean {value}")
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    try:
+        return operator.index(value)  # type: ignore[arg-type]
+    except TypeError:
+        raise ExerciseError(f"{name}: expected an integer, got {value!r}") from None
+
+
+def expect_bool(value: object, name: str) -> bool:
+    """The reader's answer as True or False (NumPy booleans accepted; not 0/1 or strings)."""
+    expect_filled(value, name)
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, np.bool_):
+        return bool(value)
+    raise ExerciseError(f"{name}: expected True or False, got {value!r}")
+
+
+def expect_fraction(value: object, name: str) -> float:
+    """The reader's answer as a float in [0, 1] (a percentage like 35 is refused with a hint)."""
+    expect_filled(value, name)
+    if isinstance(value, bool):
+        raise ExerciseError(f"{name}: expected a number between 0 and 1, got the boolean {value}")
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise ExerciseError(f"{name}: expected a number between 0 and 1, got {value!r}") from None
+    if not 0.0 <= number <= 1.0:
+        hint = f" — write a percentage as a fraction ({number:g} % is {number / 100:g})" if 1 < number <= 100 else ""
+        raise ExerciseError(f"{name}: expected a number between 0 and 1, got {number:g}{hint}")
+    return number
+
+
 # Chapter checkers, re-exported (imported last: they use the helpers above).
 from glide_edu.checks.ch01 import check_cosine_betas, check_q_sample, check_snr_crossing  # noqa: E402
 from glide_edu.checks.ch02 import (  # noqa: E402
@@ -135,12 +205,35 @@ __all__ = [
     "expect_tensor",
     "passed",
     "call_reader",
+    "expect_bool",
+    "expect_choice",
+    "expect_filled",
+    "expect_fraction",
+    "expect_integer",
     "raise_if_matches",
     "values_close",
 ]
 from glide_edu.checks.ch05 import check_classifier_gradient, check_guided_eps, check_guided_mean  # noqa: E402
 
 __all__ += ["check_classifier_gradient", "check_guided_eps", "check_guided_mean"]
+
+# The prediction and experiment exercises (the truth is computed live from the library).
+from glide_edu.checks.ch01 import check_forgetting_prediction  # noqa: E402
+from glide_edu.checks.ch02 import check_variance_prediction  # noqa: E402
+from glide_edu.checks.ch03 import check_weight_prediction  # noqa: E402
+from glide_edu.checks.ch04 import check_respacing_prediction  # noqa: E402
+from glide_edu.checks.ch05 import check_classifier_timestep, check_half_accuracy_steps  # noqa: E402
+from glide_edu.checks.ch06 import check_cfg_toy_prediction  # noqa: E402
+
+__all__ += [
+    "check_forgetting_prediction",
+    "check_variance_prediction",
+    "check_weight_prediction",
+    "check_respacing_prediction",
+    "check_classifier_timestep",
+    "check_half_accuracy_steps",
+    "check_cfg_toy_prediction",
+]
 from glide_edu.checks.ch11 import check_glide_cfg, check_known_region_clamp, check_quantize_8bit  # noqa: E402
 
 __all__ += ["check_glide_cfg", "check_known_region_clamp", "check_quantize_8bit"]

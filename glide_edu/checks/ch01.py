@@ -2,11 +2,11 @@
 
 * :func:`check_q_sample` — one-shot noising x_t = √ᾱ_t·x_0 + √(1−ᾱ_t)·ε from a table of ᾱ;
 * :func:`check_cosine_betas` — Improved DDPM's cosine schedule β_t from ᾱ(u) = cos²((u+s)/(1+s)·π/2);
-* :func:`check_snr_crossing` — the first timestep whose signal-to-noise ratio is at most 1.
+* :func:`check_snr_crossing` — the first timestep whose signal-to-noise ratio is at most 1;
+* :func:`check_forgetting_prediction` — a prediction: which schedule, and which image, drowns first (computed live).
 
-Each checker calls the reader's function on its own random inputs, compares with the library, and on a
-mismatch tries the usual mistakes (missing square roots, β and ᾱ confused, off-by-one indices, …) to say
-which one it looks like.
+Each checker calls the reader's function on its own random inputs, compares with the library, and on a mismatch
+tries the usual mistakes (missing square roots, β and ᾱ confused, off-by-one indices, …) to say which one it is.
 """
 
 from __future__ import annotations
@@ -20,11 +20,13 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from glide_edu.checks import ExerciseError, expect_shape, expect_tensor, passed
+from glide_edu.checks import ExerciseError, expect_choice, expect_shape, expect_tensor, passed
+from glide_edu.data import load_digits, load_photo
 from glide_edu.diffusion import GaussianDiffusion
 from glide_edu.schedules import alphas_cumprod, betas_for_alpha_bar, cosine_alpha_bar, get_named_beta_schedule
 
-__all__ = ["check_q_sample", "check_cosine_betas", "check_snr_crossing"]
+__all__ = ["check_q_sample", "check_cosine_betas", "check_snr_crossing", "check_forgetting_prediction",
+           "correlation_with_clean", "drowning_steps"]
 
 
 def _call(fn: Callable[..., Any], name: str, *args: Any, hint: str = "", **kwargs: Any) -> Any:
@@ -106,16 +108,8 @@ def check_q_sample(q_sample: Callable[[Tensor, Tensor, Tensor, Tensor], Tensor],
         originals = (x0.clone(), t.clone(), noise.clone(), abar.clone())
         where = f"(schedule {schedule!r}, T = {T}, x0 of shape {tuple(shape)})"
 
-        out = _call(
-            q_sample,
-            name,
-            x0,
-            t,
-            noise,
-            abar,
-            hint="alphas_cumprod[t] has shape (B,); reshape it to (B, 1, 1, 1) (e.g. .view(-1, 1, 1, 1)) so it "
-            "multiplies each image of the batch",
-        )
+        hint = "alphas_cumprod[t] has shape (B,); reshape it to (B, 1, 1, 1) (e.g. .view(-1, 1, 1, 1)) so it "
+        out = _call(q_sample, name, x0, t, noise, abar, hint=hint + "multiplies each image of the batch")
         labels = ("x0", "t", "noise", "alphas_cumprod")
         for arg, orig, label in zip((x0, t, noise, abar), originals, labels, strict=True):
             if not torch.equal(arg, orig):
@@ -152,14 +146,7 @@ def check_q_sample(q_sample: Callable[[Tensor, Tensor, Tensor, Tensor], Tensor],
 
 # ------------------------------------------------------------------------------------- cosine betas
 def _cosine_variant(
-    T: int,
-    s: float,
-    max_beta: float,
-    *,
-    power: int = 2,
-    divide: bool = True,
-    shift: int = 0,
-    grid: str = "i/T",
+    T: int, s: float, max_beta: float, *, power: int = 2, divide: bool = True, shift: int = 0, grid: str = "i/T",
     cap: bool = True,
 ) -> np.ndarray:
     """Betas of a (possibly wrong) cosine-schedule implementation, for diagnosing mistakes."""
@@ -178,10 +165,22 @@ def _cosine_variant(
     return np.minimum(betas, max_beta) if cap else betas
 
 
+def _machine_epsilon(out: Any) -> tuple[float, str]:
+    """Machine epsilon and name of the answer's floating dtype (float64 for lists, Python floats, integers)."""
+    if isinstance(out, Tensor) and out.is_floating_point():
+        return float(torch.finfo(out.dtype).eps), str(out.dtype).removeprefix("torch.")
+    dtype = getattr(out, "dtype", None)
+    if isinstance(dtype, np.dtype) and np.issubdtype(dtype, np.floating):
+        return float(np.finfo(dtype).eps), dtype.name
+    return float(np.finfo(np.float64).eps), "float64"
+
+
 def check_cosine_betas(cosine_betas: Callable[..., Any]) -> bool:
     """Check ``cosine_betas(T, s=0.008, max_beta=0.999)`` against :func:`glide_edu.schedules.betas_for_alpha_bar`.
 
-    Called as ``cosine_betas(T)`` for several T, then with explicit ``s`` and ``max_beta``.
+    Called as ``cosine_betas(T)`` for several T, then with explicit ``s`` and ``max_beta``. The tolerance
+    follows the answer's dtype: a float32 computation (NumPy or torch) is accepted with float32 rounding, and
+    a β capped at float32(0.999) counts as capped.
     """
     name = "cosine_betas"
     cases: list[tuple[int, dict[str, float]]] = [(1000, {}), (64, {}), (20, {}), (40, {"s": 0.02, "max_beta": 0.6})]
@@ -189,8 +188,17 @@ def check_cosine_betas(cosine_betas: Callable[..., Any]) -> bool:
         s, max_beta = kwargs.get("s", 0.008), kwargs.get("max_beta", 0.999)
         call = f"{name}({T}{''.join(f', {k}={v}' for k, v in kwargs.items())})"
         out = _call(cosine_betas, call, T, **kwargs)
+        eps, dtype_name = _machine_epsilon(out)
+        if eps > np.finfo(np.float32).eps:
+            raise ExerciseError(
+                f"{call}: the betas are {dtype_name}, which cannot resolve β_0 ≈ 4·10⁻⁵ next to 1 − β; "
+                "compute in float64 (NumPy's default) or at least float32"
+            )
+        # float32 rounding, amplified where ᾱ(u) is tiny near u = 1, allows errors of a few 10⁻⁵ there
+        rtol, atol = max(1e-6, 1024 * eps), max(1e-10, 16 * eps)
         if isinstance(out, Tensor):
-            out = out.detach().cpu().numpy()
+            out = out.detach().cpu()
+            out = out.double().numpy() if out.is_floating_point() else out.numpy()
         try:
             got = np.asarray(out, dtype=np.float64)
         except (TypeError, ValueError):
@@ -208,9 +216,9 @@ def check_cosine_betas(cosine_betas: Callable[..., Any]) -> bool:
             raise ExerciseError(f"{call}: the result contains NaN or inf")
 
         expected = betas_for_alpha_bar(T, lambda u, s=s: cosine_alpha_bar(u, s), max_beta)
-        if np.allclose(got, expected, rtol=1e-6, atol=1e-10):
+        if np.allclose(got, expected, rtol=rtol, atol=atol):
             continue
-        if kwargs and np.allclose(got, _cosine_variant(T, 0.008, 0.999), rtol=1e-6, atol=1e-10):
+        if kwargs and np.allclose(got, _cosine_variant(T, 0.008, 0.999), rtol=rtol, atol=atol):
             raise ExerciseError(f"{call}: your function ignores its s and max_beta arguments (it uses the defaults)")
         abar_expected = alphas_cumprod(expected)
         candidates = [
@@ -244,9 +252,9 @@ def check_cosine_betas(cosine_betas: Callable[..., Any]) -> bool:
             ),
         ]
         for alt, feedback in candidates:
-            if alt.shape == got.shape and np.allclose(got, alt, rtol=1e-6, atol=1e-10):
+            if alt.shape == got.shape and np.allclose(got, alt, rtol=rtol, atol=atol):
                 raise ExerciseError(f"{call}: {feedback}")
-        if got.max() > max_beta + 1e-9:
+        if got.max() > max_beta * (1 + 4 * eps) + 1e-12:  # max_beta itself rounded to the answer's dtype is fine
             raise ExerciseError(
                 f"{call}: the largest β is {got.max():.6g} > max_beta = {max_beta} — near u = 1 the ratio "
                 "ᾱ((i+1)/T)/ᾱ(i/T) goes to 0 and β to 1; cap every β with min(β, max_beta)"
@@ -263,13 +271,10 @@ def check_cosine_betas(cosine_betas: Callable[..., Any]) -> bool:
 # ------------------------------------------------------------------------------------- SNR crossing
 def _as_index(value: Any, call: str, fraction: float) -> int:
     """The reader's answer as an int; ``fraction`` = expected t/T, to recognise an answer given as t/T."""
-    if isinstance(value, Tensor):
-        if value.numel() != 1:
-            raise ExerciseError(f"{call}: expected one integer index, got a tensor of shape {tuple(value.shape)}")
-        value = value.item()
-    elif isinstance(value, np.ndarray):
-        if value.size != 1:
-            raise ExerciseError(f"{call}: expected one integer index, got an array of shape {value.shape}")
+    if isinstance(value, (Tensor, np.ndarray)):
+        if (value.size if isinstance(value, np.ndarray) else value.numel()) != 1:
+            kind = "an array" if isinstance(value, np.ndarray) else "a tensor"
+            raise ExerciseError(f"{call}: expected one integer index, got {kind} of shape {tuple(value.shape)}")
         value = value.item()
     if isinstance(value, bool):
         raise ExerciseError(f"{call}: expected an integer index, got the boolean {value}")
@@ -325,3 +330,71 @@ def check_snr_crossing(snr_crossing: Callable[[np.ndarray], Any]) -> bool:
             feedback = f"got {got}, expected {expected}. Hint: ᾱ = np.cumprod(1 - betas), snr = ᾱ/(1 − ᾱ)"
         raise ExerciseError(f"{call}: {feedback}")
     return passed(name, "finds the first step with SNR ≤ 1 on linear, cosine and constant schedules")
+
+
+# ------------------------------------------------------------------- prediction: which image drowns first
+DROWNED_BELOW = 0.5  # an image is "drowned" at the first t where corr(x_t, x_0) over its pixels is below this
+
+
+def correlation_with_clean(x0: Tensor, noise: Tensor, abar: np.ndarray) -> np.ndarray:
+    """Exact corr(x_t, x_0) over the pixels of one image for every t, from the moments of x_0 and ε: (T,)."""
+    x, e = x0.detach().double().flatten(), noise.detach().double().flatten()
+    x, e = x - x.mean(), e - e.mean()
+    vx, ve, cxe = float(x @ x), float(e @ e), float(x @ e)
+    a = np.asarray(abar, dtype=np.float64)
+    sa, sn = np.sqrt(a), np.sqrt(1.0 - a)
+    return (sa * vx + sn * cxe) / np.sqrt(vx * (a * vx + (1.0 - a) * ve + 2.0 * sa * sn * cxe))
+
+
+def _chapter_images() -> dict[str, Tensor]:
+    """Chapter 1 § 5's images: the 64×64 cat photograph and the first test digit "3" (16×16)."""
+    digits, labels = load_digits(size=16, split="test")
+    return {"cat": load_photo("cat", size=64), "digit": digits[labels == 3][:1]}
+
+
+def drowning_steps(seed: int = 3) -> dict[tuple[str, str], int]:
+    """First t with corr(x_t, x_0) < ½ for (image, schedule), T = 1000, ε drawn from ``seed`` as in § 5."""
+    gen = torch.Generator().manual_seed(seed)
+    noises = {name: torch.randn(img.shape, generator=gen) for name, img in _chapter_images().items()}
+    out = {}
+    for schedule in ("linear", "cosine"):
+        abar = alphas_cumprod(get_named_beta_schedule(schedule, 1000))
+        for name, img in _chapter_images().items():
+            below = correlation_with_clean(img, noises[name], abar) < DROWNED_BELOW
+            out[name, schedule] = int(np.argmax(below)) if below.any() else len(abar)
+    return out
+
+
+def check_forgetting_prediction(first_to_forget: Any, drowns_first: Any) -> bool:
+    """Check ``first_to_forget`` ("linear"/"cosine": the schedule that drowns the digit first) and
+    ``drowns_first`` ("cat"/"digit": the image that drowns first with the cosine schedule), computed live."""
+    guess_schedule = expect_choice(first_to_forget, ("linear", "cosine"), "first_to_forget")
+    guess_image = expect_choice(drowns_first, ("cat", "digit"), "drowns_first")
+    steps = drowning_steps()
+    t_lin, t_cos, t_cat = steps["digit", "linear"], steps["digit", "cosine"], steps["cat", "cosine"]
+    problems = []
+    if guess_schedule != ("linear" if t_lin < t_cos else "cosine"):
+        abar = {k: alphas_cumprod(get_named_beta_schedule(k, 1000))[249] for k in ("linear", "cosine")}
+        problems.append(
+            f"first_to_forget: it is the {'linear' if t_lin < t_cos else 'cosine'} schedule — the digit's correlation "
+            f"with its clean self falls below {DROWNED_BELOW:g} at t = {t_lin} with the linear schedule and at t = "
+            f"{t_cos} with the cosine one. Look at the ᾱ_t panel of § 4.3: at t = T/4 the linear schedule has kept "
+            f"ᾱ = {abar['linear']:.2f} of the signal power, the cosine one {abar['cosine']:.2f}; the image only "
+            "depends on ᾱ_t"
+        )
+    if guess_image != ("cat" if t_cat < t_cos else "digit"):
+        sigma = {name: float(img.std()) for name, img in _chapter_images().items()}
+        problems.append(
+            f"drowns_first: the {'cat' if t_cat < t_cos else 'digit'} drowns first — under the cosine schedule the "
+            f"cat's correlation falls below {DROWNED_BELOW:g} at t = {t_cat}, the digit's at t = {t_cos}. The number "
+            f"of pixels does not matter, the contrast does: the cat's pixels have a standard deviation σ_0 = "
+            f"{sigma['cat']:.2f}, the digit's {sigma['digit']:.2f}, and the noise (standard deviation √(1−ᾱ_t)) "
+            "hides a weak pattern sooner than a strong one — § 5 turns this into a formula"
+        )
+    if problems:
+        raise ExerciseError("\n".join(problems))
+    return passed(
+        "forgetting prediction",
+        f"the digit drowns at t = {t_lin} (linear) and t = {t_cos} (cosine); under the cosine schedule the cat "
+        f"at t = {t_cat}, the digit at t = {t_cos}",
+    )

@@ -3,7 +3,9 @@
 * :func:`check_posterior_mean_variance` — μ̃_t and β̃_t of q(x_{t−1} | x_t, x_0);
 * :func:`check_mu_from_eps` — μ_θ = (x_t − β_t/√(1−ᾱ_t)·ε_θ)/√α_t;
 * :func:`check_p_step` — one ancestral step x_t → x_{t−1} with Σ = β̃_t;
-* :func:`check_one_shot_limit` — what the exact denoiser returns from pure noise.
+* :func:`check_one_shot_limit` — what the exact denoiser returns from pure noise;
+* :func:`check_variance_prediction` — a prediction: which fixed variance suits a 10-step chain, and where the
+  true reverse variance lies (sampled and computed live with the exact denoiser of the moons).
 
 Each checker calls the reader's function on fresh random inputs (several schedules, batches that contain
 t = 0 and t = T−1), compares with :mod:`glide_edu.diffusion` and, when the answer is wrong, looks for the
@@ -14,6 +16,7 @@ root, noise added at t = 0, …) to say which one it is.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -22,6 +25,7 @@ from torch import Tensor
 from glide_edu.checks import (
     ExerciseError,
     call_reader,
+    expect_choice,
     expect_close,
     expect_shape,
     expect_tensor,
@@ -30,10 +34,12 @@ from glide_edu.checks import (
     values_close,
 )
 from glide_edu.diffusion import GaussianDiffusion
+from glide_edu.respace import create_diffusion
 from glide_edu.schedules import cosine_betas, linear_betas
-from glide_edu.toy import OptimalDenoiser
+from glide_edu.toy import OptimalDenoiser, make_toy_2d, mean_pairwise_distance
 
-__all__ = ["check_posterior_mean_variance", "check_mu_from_eps", "check_p_step", "check_one_shot_limit"]
+__all__ = ["check_posterior_mean_variance", "check_mu_from_eps", "check_p_step", "check_one_shot_limit",
+           "check_variance_prediction", "variance_study"]
 
 ATOL = 1e-4
 RTOL = 1e-4
@@ -325,3 +331,60 @@ def check_one_shot_limit(fn: Callable) -> bool:
         )
     expect_close(ans, mean, name, 1e-4, 1e-4, hint="E[x_0|x_T] = Σ_i w_i x^(i) with every w_i = 1/N")
     return True  # pragma: no cover (expect_close raised)
+
+
+# ---------------------------------------------------- prediction: which variance suits a 10-step chain?
+def variance_study(steps: int = 10, n_data: int = 400, n_points: int = 500) -> dict[str, Any]:
+    """Chapter 2 § 4.3 live: the exact denoiser of the moons sampled on a ``steps``-step chain.
+
+    "spread": each fixed variance's sample spread over the data's; "small", "true", "large": β̃'_i, the true
+    Var(x_{i−1} | x_i) (law of total variance from the exact posterior weights, averaged over x_i ~ q) and β'_i.
+    """
+    abar = GaussianDiffusion(cosine_betas(1000), model_var_type="fixed_small").alphas_cumprod
+    data = make_toy_2d("moons", n_data, seed=0)
+    denoiser, spread = OptimalDenoiser(data, abar), {}
+    x_T = torch.randn(n_points, 2, generator=torch.Generator().manual_seed(2))
+    for var in ("fixed_small", "fixed_large"):
+        proc = create_diffusion(1000, "cosine", str(steps), model_var_type=var)
+        samples = proc.p_sample_loop(denoiser, x_T.shape, noise=x_T, clip_denoised=False,
+                                     generator=torch.Generator().manual_seed(4))
+        spread[var] = mean_pairwise_distance(samples) / mean_pairwise_distance(data)
+    gen, d, true_var = torch.Generator().manual_seed(12), data.double(), []
+    x0 = d[torch.randint(0, n_data, (n_points,), generator=gen)]
+    for i in range(1, proc.num_timesteps):
+        x_i, t_i = proc.q_sample(x0, i, generator=gen), torch.full((n_points,), int(proc.timestep_map[i]))
+        w = denoiser.posterior_weights(x_i, t_i)
+        var_x0 = float((w @ d**2 - (w @ d) ** 2).mean())  # Var(x_0 | x_i), averaged
+        true_var.append(proc.posterior_variance[i] + proc.posterior_mean_coef1[i] ** 2 * var_x0)
+    return {"spread": spread, "small": proc.posterior_variance[1:], "true": np.array(true_var), "large": proc.betas[1:]}
+
+
+def check_variance_prediction(closer_spread: Any, true_variance: Any) -> bool:
+    """Check ``closer_spread`` ("fixed_small"/"fixed_large": whose 10-step samples spread most like the data) and
+    ``true_variance`` ("below"/"between"/"above": the true reverse variance against β̃_t and β_t), computed live."""
+    guess_var = expect_choice(closer_spread, ("fixed_small", "fixed_large"), "closer_spread")
+    guess_pos = expect_choice(true_variance, ("below", "between", "above"), "true_variance")
+    study = variance_study()
+    spread, small, true, large = study["spread"], study["small"], study["true"], study["large"]
+    truth_var = min(spread, key=lambda v: abs(spread[v] - 1.0))
+    truth_pos = ("between" if all((small < true) & (true < large)) else "below" if all(true < small)
+                 else "above" if all(true > large) else "mixed")
+    frac, problems = (true - small) / (large - small), []
+    if guess_var != truth_var:
+        problems.append(
+            f"closer_spread: {truth_var} comes closer — with 10 steps the fixed_small samples have "
+            f"{spread['fixed_small']:.3f} of the data's spread, the fixed_large ones {spread['fixed_large']:.3f}. "
+            "β̃_t is the noise left when x_0 is known; the sampler does not know x_0, and over a big step its "
+            "uncertainty about x_0 adds variance that β̃_t leaves out, so that cloud comes out too narrow"
+        )
+    if guess_pos != truth_pos:
+        problems.append(
+            f"true_variance: it lies {truth_pos} β̃_t and β_t at the {len(frac)} steps (its position from β̃_t = 0 to "
+            f"β_t = 1: {np.array2string(frac, precision=2)}). Var(x_{{t−1}}|x_t) = β̃_t + coef1²·Var(x_0|x_t) cannot "
+            "be smaller than β̃_t, and β_t is the reverse variance of data that is itself N(0, I) — the two extreme "
+            "cases of § 3.2; the moons are far more concentrated than that"
+        )
+    if problems:
+        raise ExerciseError("\n".join(problems))
+    return passed("variance prediction", f"spread / data's: fixed_small {spread['fixed_small']:.3f}, fixed_large "
+                  f"{spread['fixed_large']:.3f}; the true variance lies {truth_pos} β̃_t and β_t at every step")

@@ -2,7 +2,9 @@
 
 * :func:`check_l_simple` — the L_simple training loss of one batch, E‖ε − ε_θ(√ᾱ_t x_0 + √(1−ᾱ_t) ε, t)‖²;
 * :func:`check_elbo_weight` — the weight λ_t = β_t² / (2σ_t² α_t (1−ᾱ_t)) that L_simple drops;
-* :func:`check_timestep_embedding` — the cos-first sinusoidal timestep embedding of the ADM UNet.
+* :func:`check_timestep_embedding` — the cos-first sinusoidal timestep embedding of the ADM UNet;
+* :func:`check_weight_prediction` — a prediction: where the weight λ_t is smallest, and how much larger it is at
+  t = 1 (cosine schedule, computed live).
 
 Each checker calls the reader's function on fresh random inputs (two schedules; timesteps that include
 0 and T−1), compares with the library (:meth:`GaussianDiffusion.training_losses`, the Gaussian KL of
@@ -13,6 +15,7 @@ a missing factor ½, sin before cos, …) to say which one it is.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import numpy as np
@@ -23,6 +26,7 @@ from glide_edu.checks import (
     ExerciseError,
     call_reader,
     expect_close,
+    expect_integer,
     expect_shape,
     expect_tensor,
     passed,
@@ -34,7 +38,14 @@ from glide_edu.losses import normal_kl
 from glide_edu.nn.layers import timestep_embedding as reference_timestep_embedding
 from glide_edu.schedules import cosine_betas, linear_betas
 
-__all__ = ["check_l_simple", "check_elbo_weight", "check_timestep_embedding", "ToyEpsModel"]
+__all__ = [
+    "check_l_simple",
+    "check_elbo_weight",
+    "check_timestep_embedding",
+    "check_weight_prediction",
+    "elbo_weights_cosine",
+    "ToyEpsModel",
+]
 
 
 # ------------------------------------------------------------------------------------------ helpers
@@ -328,3 +339,54 @@ def check_timestep_embedding(fn: Callable) -> bool:
             hint="[cos(t·f_k) for k < half] + [sin(t·f_k) for k < half], f_k = exp(−ln(10000)·k/half)",
         )
     return passed(name, "matches glide_edu.nn.layers.timestep_embedding for dim = 8, 32, 128")
+
+
+# ------------------------------------------------------ prediction: where is the ELBO's weight smallest?
+def elbo_weights_cosine(T: int = 1000) -> np.ndarray:
+    """λ_t = β_t²/(2 β̃_t α_t (1 − ᾱ_t)) of the cosine schedule with σ_t² = β̃_t, NaN at t = 0 (β̃_0 = 0)."""
+    d = GaussianDiffusion(cosine_betas(T), model_var_type="fixed_small")
+    lam = np.full(T, np.nan)
+    lam[1:] = d.betas[1:] ** 2 / (2 * d.posterior_variance[1:] * (1 - d.betas[1:]) * (1 - d.alphas_cumprod[1:]))
+    return lam
+
+
+def check_weight_prediction(t_min_weight: object, weight_ratio_order: object, tolerance: int = 50) -> bool:
+    """Check ``t_min_weight`` (where λ_t is smallest, within ``tolerance`` steps) and ``weight_ratio_order`` (the
+    power of ten nearest to λ_1 / min λ) for the cosine schedule, T = 1000, σ_t² = β̃_t, computed live."""
+    guess_t = expect_integer(t_min_weight, "t_min_weight")
+    guess_order = expect_integer(weight_ratio_order, "weight_ratio_order")
+    orders = (1, 10, 100, 1000, 10_000)
+    if guess_order not in orders:
+        raise ExerciseError(f"weight_ratio_order: choose one of {', '.join(map(str, orders))}, got {guess_order}")
+    lam = elbo_weights_cosine()
+    T, t_min = len(lam), int(np.nanargmin(lam))
+    ratio = float(lam[1] / lam[t_min])
+    order = 10 ** round(math.log10(ratio))
+    abar = np.cumprod(1 - cosine_betas(T))
+    crossing = int(np.argmax(abar / (1 - abar) <= 1))
+    if not 1 <= guess_t <= T - 1:
+        raise ExerciseError(f"t_min_weight: λ_t is defined for t = 1 … {T - 1}, got {guess_t}")
+    problems = []
+    if abs(guess_t - t_min) > tolerance:
+        where = (
+            f"near the start the SNR drops by a large factor per step (λ_1 = {lam[1]:.3f})"
+            if guess_t < T // 10
+            else f"near the end β_t is clipped at 0.999 and λ shoots up to {lam[-1]:.0f}"
+            if guess_t > T - T // 10
+            else f"{lam[guess_t] / lam[t_min]:.2f} times the minimum"
+        )
+        problems.append(
+            f"t_min_weight: λ_t is smallest at t = {t_min} (λ = {lam[t_min]:.4f}); you said {guess_t}, where "
+            f"λ = {lam[guess_t]:.4f} — {where}. λ_t = ½(SNR(t−1)/SNR(t) − 1) is half the relative drop of the SNR in "
+            f"one step, so it is smallest where log-SNR falls slowest: for the cosine schedule, where SNR crosses 1 "
+            f"(t = {crossing}, chapter 1, exercise 3)"
+        )
+    if guess_order != order:
+        problems.append(
+            f"weight_ratio_order: λ_1 / λ_min = {lam[1]:.3f} / {lam[t_min]:.4f} = {ratio:.0f}, about {order} "
+            f"(you said {guess_order}) — the bound weights the first, imperceptible step that much more than the "
+            "middle of the chain"
+        )
+    if problems:
+        raise ExerciseError("\n".join(problems))
+    return passed("weight prediction", f"λ_t is smallest at t = {t_min}, and λ_1 is {ratio:.0f} times that minimum")

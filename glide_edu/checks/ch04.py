@@ -3,7 +3,9 @@
 * :func:`check_learned_log_variance` — Improved DDPM's learned range,
   log Σ_θ = frac·log β_t + (1 − frac)·log β̃_t with frac = (v + 1)/2;
 * :func:`check_respace_betas` — the betas of a respaced process, β'_i = 1 − ᾱ_{s_i}/ᾱ_{s_{i−1}};
-* :func:`check_ddim_step` — one DDIM update with a given η.
+* :func:`check_ddim_step` — one DDIM update with a given η;
+* :func:`check_respacing_prediction` — a prediction: the last step ``"ddim25"`` keeps, and whether the two fixed
+  variances of a 10-step chain move apart (computed live from ``space_timesteps`` and ``SpacedDiffusion``).
 
 Each checker calls the reader's function on fresh random inputs, compares with the library
 (:meth:`GaussianDiffusion.p_mean_variance`, :class:`SpacedDiffusion`, :meth:`ddim_sample`) and, when the
@@ -21,7 +23,9 @@ from torch import Tensor
 from glide_edu.checks import (
     ExerciseError,
     call_reader,
+    expect_choice,
     expect_close,
+    expect_integer,
     expect_shape,
     expect_tensor,
     passed,
@@ -32,7 +36,13 @@ from glide_edu.diffusion import GaussianDiffusion
 from glide_edu.respace import SpacedDiffusion, space_timesteps
 from glide_edu.schedules import cosine_betas, linear_betas
 
-__all__ = ["check_learned_log_variance", "check_respace_betas", "check_ddim_step"]
+__all__ = [
+    "check_learned_log_variance",
+    "check_respace_betas",
+    "check_ddim_step",
+    "check_respacing_prediction",
+    "variance_ratio",
+]
 
 ATOL = 1e-4
 RTOL = 1e-4
@@ -198,3 +208,43 @@ def check_ddim_step(fn: Callable) -> bool:
             expect_close(out, ref, where, ATOL, RTOL,
                          hint="x̂_0 = (x_t − √(1−ᾱ_t)·ε)/√ᾱ_t; x_{t−1} = √ᾱ_{t−1}·x̂_0 + √(1−ᾱ_{t−1}−σ_t²)·ε + σ_t·z")
     return passed(name, "the DDIM update matches ddim_sample for η = 0, 0.5 and 1")
+
+
+# ---------------------------------------------------------- prediction: what does a respacing keep?
+def variance_ratio(steps: int | str, T: int = 1000) -> float:
+    """Median over the steps i ≥ 1 of β'_i / β̃'_i for a ``steps``-step respacing of the cosine schedule."""
+    kept = sorted(space_timesteps(T, str(steps)))
+    d = SpacedDiffusion(kept, cosine_betas(T), model_var_type="fixed_small")
+    return float(np.median(d.betas[1:] / d.posterior_variance[1:]))
+
+
+def check_respacing_prediction(last_kept_ddim25: object, fixed_variances_10: object, T: int = 1000) -> bool:
+    """Check ``last_kept_ddim25`` (the last original step kept by ``"ddim25"``) and ``fixed_variances_10``
+    ("closer"/"apart": β'_i and β̃'_i of a 10-step chain compared with the full chain), computed live."""
+    guess_last = expect_integer(last_kept_ddim25, "last_kept_ddim25")
+    guess_gap = expect_choice(fixed_variances_10, ("closer", "apart"), "fixed_variances_10")
+    kept = sorted(space_timesteps(T, "ddim25"))
+    abar = np.cumprod(1 - cosine_betas(T))
+    r_full, r_10 = variance_ratio(T, T), variance_ratio(10, T)
+    problems = []
+    if guess_last != kept[-1]:
+        stride = kept[1] - kept[0]
+        why = {
+            T - 1: f"{T - 1} is kept by the plain '25', which keeps both ends",
+            T: f"the steps are 0-based, {T - 1} is the last one — and 'ddim25' does not even reach it",
+        }.get(guess_last, f"the stride is {T} // 25 = {stride}, from 0")
+        problems.append(
+            f"last_kept_ddim25: {why}. 'ddimN' keeps range(0, {T}, {stride}) = 0, {stride}, …, {kept[-1]}, so a "
+            f"chain respaced this way starts from x_{kept[-1]} (ᾱ = {abar[kept[-1]]:.1e}), not x_{T - 1} "
+            f"(ᾱ = {abar[T - 1]:.1e}): it treats pure noise as if a trace of signal were left"
+        )
+    if guess_gap != ("apart" if r_10 > r_full else "closer"):
+        problems.append(
+            f"fixed_variances_10: they move {'apart' if r_10 > r_full else 'closer'} — the median β'_i/β̃'_i is "
+            f"{r_10:.2f} with 10 steps against {r_full:.4f} with all {T}. β̃'_i/β'_i = (1 − ᾱ'_{{i−1}})/(1 − ᾱ'_i), and "
+            "over a big step ᾱ changes a lot; that is why the choice of Σ matters with few steps (§ 7)"
+        )
+    if problems:
+        raise ExerciseError("\n".join(problems))
+    return passed("respacing prediction", f"'ddim25' ends at step {kept[-1]}; median β'/β̃' is {r_10:.2f} with 10 "
+                  f"steps and {r_full:.4f} with {T}")

@@ -6,7 +6,9 @@
   predictions, ∇ log p(y | x_t) = −(ε*(x_t|y) − ε*(x_t)) / √(1 − ᾱ_t), checked on a Gaussian mixture whose
   class posterior is exact;
 * :func:`check_drop_labels` — label dropout for training: each label replaced by the null label with
-  probability p_uncond.
+  probability p_uncond, the randomness drawn from the given generator only;
+* :func:`check_cfg_toy_prediction` — a prediction: which share of exact-score guided samples of a Gaussian
+  mixture falls in the target class at s = 0, and whether all of them do at s = 1 (sampled live).
 
 Each checker runs the reader's function on fresh inputs, compares with the library (or a closed form) and,
 when the answer is wrong, names the typical slip.
@@ -22,17 +24,26 @@ import torch
 from glide_edu.checks import (
     ExerciseError,
     call_reader,
+    expect_bool,
     expect_close,
+    expect_fraction,
     expect_shape,
     expect_tensor,
     passed,
     raise_if_matches,
     values_close,
 )
-from glide_edu.guidance import class_conditional_cfg
+from glide_edu.guidance import class_conditional_cfg, sample_cfg
+from glide_edu.respace import create_diffusion
 from glide_edu.toy import LabelledGaussianMixture
 
-__all__ = ["check_guided_output", "check_implicit_classifier_grad", "check_drop_labels"]
+__all__ = [
+    "check_guided_output",
+    "check_implicit_classifier_grad",
+    "check_drop_labels",
+    "check_cfg_toy_prediction",
+    "toy_class_shares",
+]
 
 ATOL = 1e-5
 RTOL = 1e-5
@@ -155,8 +166,81 @@ def check_drop_labels(fn: Callable) -> bool:
                     f"{where}: {frac:.3f} of the labels were dropped — that is 1 − p_uncond; drop where rand < p_uncond"
                 )
             raise ExerciseError(f"{where}: {frac:.3f} of the labels were dropped, expected about {p}")
-    a = call_reader(fn, name, labels, 0.3, null, torch.Generator().manual_seed(1))
-    b = call_reader(fn, name, labels, 0.3, null, torch.Generator().manual_seed(2))
+    # The drops must come from `generator` alone: equal seeds give equal drops whatever the global RNG holds,
+    # different seeds give different drops. The reader's global RNG state is restored afterwards.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(101)
+        a = call_reader(fn, name, labels, 0.3, null, torch.Generator().manual_seed(1))
+        torch.manual_seed(202)
+        a_again = call_reader(fn, name, labels, 0.3, null, torch.Generator().manual_seed(1))
+        torch.manual_seed(101)
+        b = call_reader(fn, name, labels, 0.3, null, torch.Generator().manual_seed(2))
+    if not torch.equal(expect_tensor(a, name), expect_tensor(a_again, name)):
+        raise ExerciseError(
+            f"{name}: two calls with equally seeded generators gave different drops — the randomness does not "
+            "come from `generator` (the global torch RNG or NumPy's?); pass it on: torch.rand(..., generator=generator)"
+        )
     if torch.equal(a, b):
         raise ExerciseError(f"{name}: two generators gave the same drops — draw the randomness from `generator`")
     return passed(name, "each label becomes the null label with probability p_uncond, the others are untouched")
+
+
+# ------------------------------------------- prediction: what does guidance at s = 0 and s = 1 sample?
+def toy_class_shares(n: int = 300, steps: int = 50, seed: int = 1, target: int = 1) -> dict[float, tuple[float, int]]:
+    """Guided sampling of :meth:`LabelledGaussianMixture.example` towards ``target`` with exact scores, s = 0 and 1.
+
+    For each scale: (the fraction of the ``n`` samples whose most likely class under the exact classifier
+    p(y | x_0) is ``target``, the number of samples that are not). The set-up is that of chapter 6 § 2.2: the
+    same x_T (``seed``) and per-step noise (``seed + 1``) for both scales, ``steps`` respaced ancestral steps.
+    """
+    mix = LabelledGaussianMixture.example()
+    sampler = create_diffusion(1000, "cosine", str(steps), model_var_type="fixed_small")
+    model = mix.as_model(create_diffusion(1000, "cosine").alphas_cumprod)
+    x_T = torch.randn(n, 2, generator=torch.Generator().manual_seed(seed))
+    labels = torch.full((n,), target)
+    out = {}
+    for s in (0.0, 1.0):
+        pts = sample_cfg(model, sampler, labels, s, mix.num_classes, x_T,
+                         generator=torch.Generator().manual_seed(seed + 1), clip_denoised=False)
+        is_target = mix.log_class_posterior(pts, 1.0).argmax(1) == target
+        out[s] = (float(is_target.double().mean()), int((~is_target).sum()))
+    return out
+
+
+def check_cfg_toy_prediction(share_s0: object, all_class1_at_s1: object, tolerance: float = 0.1) -> bool:
+    """Check two predictions about guiding the chapter-6 mixture towards class 1, against live sampling.
+
+    ``share_s0``: the fraction of the s = 0 samples that the exact classifier calls class 1 (within
+    ``tolerance`` of the live value); ``all_class1_at_s1``: whether every s = 1 sample is called class 1.
+    """
+    guess_share = expect_fraction(share_s0, "share_s0")
+    guess_all = expect_bool(all_class1_at_s1, "all_class1_at_s1")
+    shares = toy_class_shares()
+    (live_s0, _), (live_s1, n_other) = shares[0.0], shares[1.0]
+    n = 300
+    prior = float(LabelledGaussianMixture.example().class_weights[1])
+    problems = []
+    if abs(guess_share - live_s0) > tolerance:
+        problems.append(
+            f"share_s0: you predicted {guess_share:.2f}, the exact classifier calls {live_s0:.2f} of the s = 0 "
+            "samples class 1. At s = 0 the guided prediction is ε(x_t | ∅) + 0·(ε(x_t | y) − ε(x_t | ∅)): the label "
+            "is not used at all, so the samples follow the whole mixture p(x_0) — and class 1 holds its prior weight "
+            f"p(y = 1) = {prior:.2f} of that mass"
+        )
+    truth_all = n_other == 0
+    if guess_all != truth_all:
+        if truth_all:
+            problems.append(f"all_class1_at_s1: every one of the {n} samples at s = 1 is called class 1")
+        else:
+            problems.append(
+                f"all_class1_at_s1: not every one — {n_other} of the {n} samples at s = 1 land where another class is "
+                "more likely. s = 1 samples p(x_0 | y = 1) as it is, tails included, and class 1's central component "
+                "overlaps its neighbours (the shaded regions of § 2.2); only s > 1 pushes those samples out"
+            )
+    if problems:
+        raise ExerciseError("\n".join(problems))
+    return passed(
+        "guidance prediction",
+        f"class 1 gets {live_s0:.2f} of the samples at s = 0 (its prior weight is {prior:.2f}) and {live_s1:.2f} at "
+        f"s = 1 ({n_other} of {n} samples are called another class)",
+    )

@@ -6,7 +6,7 @@
 
 Each checker runs the reader's function on fresh random inputs, compares with the library
 (:func:`glide_edu.guidance.classifier_free_guidance`, :func:`glide_edu.inpaint.known_region_clamp`,
-:func:`glide_edu.pipelines.quantize_8bit`) and names the typical slip when the answer is wrong.
+:func:`glide_edu.data.quantize_8bit`) and names the typical slip when the answer is wrong.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from glide_edu.checks import (
     expect_tensor,
     passed,
     raise_if_matches,
+    values_close,
 )
 from glide_edu.data import quantize_8bit
 from glide_edu.guidance import classifier_free_guidance
@@ -46,6 +47,12 @@ def check_glide_cfg(glide_cfg: Callable[[Tensor, float], Tensor]) -> bool:
         if got.shape[0] == batch:
             raise ExerciseError("glide_cfg output: keep both halves (2B rows); the sampler drops the second half later")
         expect_shape(got, out.shape, "glide_cfg output", "(2B, 6, H, W)")
+        if got.dtype != out.dtype:
+            raise ExerciseError(
+                f"glide_cfg output: dtype {str(got.dtype).removeprefix('torch.')}, but model_out is "
+                f"{str(out.dtype).removeprefix('torch.')}; return the same dtype (the sampler feeds it back to the "
+                "network): avoid .double(), torch.tensor(...) of Python floats and NumPy round trips"
+            )
         cond, uncond = out[:batch], out[batch:]
         wrong_all = uncond + scale * (cond - uncond)
         wrong_from_cond = cond[:, :3] + scale * (cond[:, :3] - uncond[:, :3])
@@ -65,7 +72,7 @@ def check_glide_cfg(glide_cfg: Callable[[Tensor, float], Tensor]) -> bool:
             },
             "glide_cfg output",
         )
-        if torch.allclose(got[:batch], expected[:batch]) and not torch.allclose(got[batch:], expected[batch:]):
+        if values_close(got[:batch], expected[:batch]) and not values_close(got[batch:], expected[batch:]):
             raise ExerciseError("glide_cfg output: write the guided ε into BOTH halves (the second half's ε too)")
         expect_close(got, expected, "glide_cfg output", hint="ε̂ = ε_u + s(ε_c − ε_u) on channels 0–2, both halves")
     return passed("glide_cfg", "ε guided on both halves, variance channels untouched")

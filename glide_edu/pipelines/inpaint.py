@@ -10,18 +10,31 @@
 
 from __future__ import annotations
 
-import inspect
-from collections.abc import Sequence
+import os
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image
-from torch import Tensor, nn
+from torch import Tensor
 
+from glide_edu.data import quantize_8bit
+from glide_edu.guidance import check_guidance_scale
 from glide_edu.inpaint import resize_image, resize_mask
-from glide_edu.pipelines.common import NoiseSource, PipelineOutput, base_stage
-from glide_edu.pipelines.text2im import Text2ImPipeline
+from glide_edu.pipelines.common import (
+    UPSAMPLE_TEMPERATURE,
+    NoiseSource,
+    PipelineOutput,
+    check_component,
+    check_prompts,
+    check_temperature,
+    place_models,
+    respacing_of,
+)
+from glide_edu.pipelines.loading import default_tokenizer, load_glide_model
+from glide_edu.pipelines.models import GlideModel
+from glide_edu.pipelines.stages import encode_prompts, known_region, sample_base, sample_upsampler
 
 ImageLike = Image.Image | Tensor | np.ndarray
 
@@ -61,76 +74,109 @@ def mask_tensor(mask: ImageLike, image_hw: tuple[int, int], base_size: int) -> T
     return m
 
 
-class InpaintPipeline(Text2ImPipeline):
-    """GLIDE inpainting: ``base_inpaint`` (+ optional ``upsample_inpaint``) and GLIDE's tokenizer.
+def check_batch(tensors: Mapping[str, Tensor], batch: int) -> None:
+    """Each of ``tensors`` has batch 1 (shared by every row) or ``batch`` (one per row)."""
+    for what, t in tensors.items():
+        if t.shape[0] not in (1, batch):
+            raise ValueError(f"{what} has batch {t.shape[0]}; give 1 (shared) or {batch} (one per image)")
+
+
+class InpaintPipeline:
+    """GLIDE inpainting: ``base_inpaint`` (+ optional ``upsample_inpaint``) GlideModels and GLIDE's tokenizer.
 
     :meth:`from_pretrained` loads the released ``base-inpaint`` and ``upsample-inpaint`` checkpoints.
     """
 
-    CHECKPOINTS = ("base-inpaint", "upsample-inpaint")
-    UPSAMPLE_METHOD = "ancestral"  # the inpaint notebook samples the upsampler ancestrally
-
     def __init__(
         self,
-        base_inpaint: nn.Module,
-        upsample_inpaint: nn.Module | None = None,
+        base_inpaint: GlideModel,
+        upsample_inpaint: GlideModel | None = None,
         tokenizer: Any = None,
         device: str | torch.device | None = "cpu",
         fp16: bool = False,
     ) -> None:
-        super().__init__(base_inpaint, upsample_inpaint, tokenizer, device, fp16)
-        self._source: tuple[ImageLike, Tensor] | None = None
+        self.base = check_component(base_inpaint, "base-inpaint", "base_inpaint")
+        self.upsampler = None
+        if upsample_inpaint is not None:
+            self.upsampler = check_component(upsample_inpaint, "upsample-inpaint", "upsample_inpaint")
+        self.device = place_models([self.base, self.upsampler], device, fp16)
+        self.tokenizer = default_tokenizer() if tokenizer is None else tokenizer
 
-    def __call__(  # type: ignore[override]
+    @classmethod
+    def from_pretrained(
+        cls,
+        device: str | torch.device | None = "cpu",
+        fp16: bool = False,
+        *,
+        cache_dir: str | os.PathLike[str] | None = None,
+        checkpoint_dir: str | os.PathLike[str] | None = None,
+        upsample: bool = True,
+        registry: Mapping[str, Any] | None = None,
+        tokenizer: Any = None,
+        progress: bool = True,
+    ) -> InpaintPipeline:
+        """The released ``base-inpaint`` and ``upsample-inpaint`` checkpoints (see
+        :meth:`Text2ImPipeline.from_pretrained <glide_edu.pipelines.Text2ImPipeline.from_pretrained>`)."""
+        source = {"cache_dir": cache_dir, "checkpoint_dir": checkpoint_dir, "registry": registry, "progress": progress}
+        base = load_glide_model("base-inpaint", **source)
+        upsampler = load_glide_model("upsample-inpaint", **source) if upsample else None
+        if tokenizer is None:
+            tokenizer = default_tokenizer(cache_dir=cache_dir, progress=progress)
+        return cls(base, upsampler, tokenizer, device, fp16)
+
+    def __call__(
         self,
         prompt: str | Sequence[str],
         image: ImageLike,
         mask: ImageLike,
         guidance_scale: float = 5.0,
-        **options: Any,
+        *,
+        batch_size: int = 1,
+        num_inference_steps: int | None = None,
+        respacing: str | None = None,
+        upsample_respacing: str = "fast27",
+        upsample_temperature: float = UPSAMPLE_TEMPERATURE,
+        seed: int | None = None,
+        generator: torch.Generator | None = None,
+        bf16: bool = False,
+        progress: bool = False,
+        upsample: bool = True,
     ) -> PipelineOutput:
         """Fill the pixels where ``mask`` is 0 so that the picture matches ``prompt``; keep the others.
 
         ``image``: PIL image or tensor in [−1, 1] (any size; resized); ``mask``: (H, W) tensor/array/PIL "L"
         image, 1 = keep, at the image's size or the base model's (64). ``guidance_scale`` defaults to the
-        notebook's 5; every other option (``batch_size``, ``seed``, ``num_inference_steps``, …) is that of
-        :class:`Text2ImPipeline`.
+        notebook's 5; the other options are those of :class:`~glide_edu.pipelines.Text2ImPipeline`.
         """
-        size = self.base.config.image_size
+        size = self.base.image_size
         hw = tuple(image.size[::-1]) if isinstance(image, Image.Image) else tuple(torch.as_tensor(image).shape[-2:])
-        raw_mask = mask_tensor(mask, hw, size)
+        mask = mask_tensor(mask, hw, size)
+        prompts = check_prompts(prompt, batch_size)
+        scale = check_guidance_scale(guidance_scale)
+        temperature = check_temperature(upsample_temperature)
+        base_steps = respacing_of(num_inference_steps, respacing, "100")
+        image_lo, mask_lo = image_tensor(image, size).to(self.device), resize_mask(mask, size).to(self.device)
+        check_batch({"image": image_lo, "mask": mask_lo}, len(prompts))
+        noise = NoiseSource(seed, generator)
+        run = {"progress": progress, "bf16": bf16}
 
-        def check_batch(batch: int) -> None:
-            for t, what in ((image_tensor(image, size), "image"), (raw_mask, "mask")):
-                if t.shape[0] not in (1, batch):
-                    raise ValueError(f"{what} has batch {t.shape[0]}; give 1 (shared) or {batch} (one per image)")
-
-        unknown = sorted(set(options) - set(_OPTIONS))
-        if unknown:
-            raise ValueError(f"unknown option {unknown[0]!r}; the options are {', '.join(_OPTIONS)}")
-        self._source = (image, resize_mask(raw_mask, size))
-        try:
-            merged = {**_OPTIONS, **options}
-            return self._run(prompt, guidance_scale=guidance_scale, before_base=check_batch, **merged)
-        finally:
-            self._source = None
-
-    def _base_samples(
-        self, prompts: list[str], noise: NoiseSource, respacing: str, scale: float, progress: bool, bf16: bool
-    ) -> Tensor:
-        image, mask = self._source
-        source = (image_tensor(image, self.base.config.image_size), mask)
-        return base_stage(self.base, self.tokenizer, prompts, noise, respacing, scale, progress, bf16, source)
-
-    def _upsample_inpaint(self, batch: int) -> tuple[Tensor, Tensor]:
-        image, mask = self._source
-        size = self.upsampler.config.image_size
-        return image_tensor(image, size).expand(batch, -1, -1, -1), resize_mask(mask, size).expand(batch, -1, -1, -1)
-
-
-# The options (and defaults) of Text2ImPipeline.__call__ other than the prompt and the guidance scale.
-_OPTIONS = {
-    name: param.default
-    for name, param in inspect.signature(Text2ImPipeline.__call__).parameters.items()
-    if name not in ("self", "prompt", "guidance_scale")
-}
+        # 1. the prompts as tokens, with the empty prompt for classifier-free guidance
+        cfg = scale != 1.0
+        text = encode_prompts(self.tokenizer, prompts, self.base, self.device, with_empty=cfg)
+        # 2. 64×64: the model sees [x_t, image·mask, mask]; every x̂_0 is clamped to the known pixels
+        known = known_region(image_lo, mask_lo, len(prompts), copies=2 if cfg else 1)
+        x = sample_base(self.base, text, noise, base_steps, guidance_scale=scale if cfg else None, inpaint=known, **run)
+        # 3. the 8-bit hand-over
+        low_res = quantize_8bit(x)
+        # 4. 64→256, ancestral, with the same inputs and clamp at the upsampler's size
+        final = low_res
+        if upsample and self.upsampler is not None:
+            up = self.upsampler.image_size
+            image_hi, mask_hi = image_tensor(image, up).to(self.device), resize_mask(mask_lo, up)
+            text_up = encode_prompts(self.tokenizer, prompts, self.upsampler, self.device)
+            known_hi = known_region(image_hi, mask_hi, len(prompts))
+            final = sample_upsampler(
+                self.upsampler, text_up, low_res, noise, upsample_respacing, temperature,
+                method="ancestral", inpaint=known_hi, **run,
+            )  # fmt: skip
+        return PipelineOutput.from_samples(final, low_res, prompts)

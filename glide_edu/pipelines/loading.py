@@ -1,28 +1,34 @@
-"""Getting a pipeline's parts: the released checkpoints (cached download or a local folder) and the tokenizer."""
+"""Getting a pipeline's parts: the released checkpoints (cached download or a local folder) and the tokenizer.
+
+:func:`load_glide_model` returns a :class:`~glide_edu.pipelines.models.GlideModel`: the network with the
+diffusion it was trained with, both read from the checkpoint registry (:data:`glide_edu.hub.CHECKPOINTS`).
+"""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from glide_edu.pipelines.common import attach_schedule, prepare_models, resolve_device
+from glide_edu.pipelines.models import GlideModel
+
+PathLike = str | os.PathLike[str]
 
 
 def load_glide_model(
     name: str,
     device: str | torch.device = "cpu",
     *,
-    cache_dir: str | os.PathLike[str] | None = None,
-    checkpoint_dir: str | os.PathLike[str] | None = None,
+    cache_dir: PathLike | None = None,
+    checkpoint_dir: PathLike | None = None,
     registry: Mapping[str, Any] | None = None,
     progress: bool = True,
-) -> nn.Module:
-    """A GLIDE UNet (``"base"``, ``"upsample"``, ``"base-inpaint"``, ``"upsample-inpaint"``) with its schedule.
+) -> GlideModel:
+    """A GLIDE UNet (``"base"``, ``"upsample"``, ``"base-inpaint"``, ``"upsample-inpaint"``) with its diffusion.
 
     From ``checkpoint_dir/<file>`` when a folder is given (e.g. ``base.pt``), else from the cache (downloaded
     on first use). ``registry`` replaces :data:`glide_edu.hub.CHECKPOINTS` (other options, e.g. tiny models).
@@ -41,18 +47,15 @@ def load_glide_model(
                 f"{source} not found; put the official {entry.file} there, or leave out the checkpoint folder to "
                 "download it into the cache"
             )
-    model = load_checkpoint(source, device, kind=name, cache_dir=cache_dir, progress=progress, registry=registry)
-    options = entry.options
-    return attach_schedule(
-        model, options.get("noise_schedule", "squaredcos_cap_v2"), options.get("diffusion_steps", 1000)
-    )
+    network = load_checkpoint(source, device, kind=name, cache_dir=cache_dir, progress=progress, registry=registry)
+    return GlideModel.from_options(network, entry.options, entry.kind)
 
 
 def load_noised_clip(
     device: str | torch.device = "cpu",
     *,
-    cache_dir: str | os.PathLike[str] | None = None,
-    checkpoint_dir: str | os.PathLike[str] | None = None,
+    cache_dir: PathLike | None = None,
+    checkpoint_dir: PathLike | None = None,
     registry: Mapping[str, Any] | None = None,
     progress: bool = True,
 ) -> nn.Module:
@@ -69,74 +72,28 @@ def load_noised_clip(
     return load_clip(*sources, device=device, cache_dir=cache_dir, progress=progress, registry=registry)
 
 
-def default_tokenizer(vocab_dir: str | os.PathLike[str] | None = None, download: bool = True, progress: bool = True):
-    """GLIDE's GPT-2 tokenizer from ``vocab_dir`` / the cache; fetched into the cache first if missing."""
-    from glide_edu.hub import download_gpt2_vocab
-    from glide_edu.tokenizers import glide_tokenizer
-    from glide_edu.vocab import VocabError
+def default_tokenizer(
+    vocab_dir: PathLike | None = None,
+    *,
+    cache_dir: PathLike | None = None,
+    download: bool = True,
+    progress: bool = True,
+) -> Any:
+    """GLIDE's GPT-2 tokenizer from ``vocab_dir``, else from ``$GLIDE_EDU_VOCAB_DIR`` or the vocabulary cache,
+    fetched into that cache first if missing (unless ``download=False`` or ``vocab_dir`` is given).
 
-    try:
-        return glide_tokenizer(vocab_dir)
-    except VocabError as err:
-        if not download or vocab_dir is not None or "not found" not in str(err):
-            raise
-    download_gpt2_vocab(progress=progress)
-    return glide_tokenizer()
-
-
-class PipelineBase:
-    """Device, precision, tokenizer and checkpoint handling shared by the three pipelines.
-
-    Subclasses name the checkpoints they need in ``CHECKPOINTS`` (base first, then the upsampler, then
-    ``"clip"`` if any) and take them, in that order, as the first constructor arguments.
+    ``cache_dir`` is the download cache the checkpoints use (``from_pretrained(cache_dir=...)``, the command
+    line's ``--cache-dir``); the vocabulary lies in its ``vocab`` folder, as in the default cache root.
     """
+    from glide_edu import vocab
+    from glide_edu.hub import download_gpt2_vocab
+    from glide_edu.tokenizers import GlideTokenizer
 
-    CHECKPOINTS: tuple[str, ...] = ()
-
-    def __init__(
-        self,
-        models: Sequence[nn.Module | None],
-        tokenizer: Any = None,
-        device: str | torch.device | None = "cpu",
-        fp16: bool = False,
-    ) -> None:
-        self.device = resolve_device(device)
-        if fp16 and self.device.type == "cpu":
-            import warnings
-
-            warnings.warn("fp16 on the CPU is slow and only useful for checking; use a GPU or bf16=True", stacklevel=3)
-        self.fp16 = bool(fp16)
-        prepare_models(models, self.device, self.fp16)
-        self._tokenizer = tokenizer
-
-    @property
-    def tokenizer(self) -> Any:
-        if self._tokenizer is None:
-            self._tokenizer = default_tokenizer()
-        return self._tokenizer
-
-    @classmethod
-    def from_pretrained(
-        cls,
-        device: str | torch.device | None = "cpu",
-        fp16: bool = False,
-        *,
-        cache_dir: str | os.PathLike[str] | None = None,
-        checkpoint_dir: str | os.PathLike[str] | None = None,
-        upsample: bool = True,
-        registry: Mapping[str, Any] | None = None,
-        tokenizer: Any = None,
-        progress: bool = True,
-    ) -> Any:
-        """The released checkpoints this pipeline needs (``CHECKPOINTS``), from the cache (downloaded once,
-        ≈1.5 GB per UNet) or from ``checkpoint_dir``; ``upsample=False`` skips the upsampler."""
-        kw = {"cache_dir": cache_dir, "checkpoint_dir": checkpoint_dir, "registry": registry, "progress": progress}
-        parts: dict[str, nn.Module | None] = {}
-        for name in cls.CHECKPOINTS:
-            if name == "clip":
-                parts[name] = load_noised_clip(**kw)
-            elif name.startswith("upsample") and not upsample:
-                parts[name] = None
-            else:
-                parts[name] = load_glide_model(name, **kw)
-        return cls(*parts.values(), tokenizer=tokenizer, device=device, fp16=fp16)
+    vocab_cache = None if cache_dir is None else Path(cache_dir).expanduser() / vocab.VOCAB_FOLDER
+    try:
+        paths = vocab.gpt2_vocab_paths(vocab_dir, vocab_cache)
+    except vocab.VocabNotFoundError:
+        if not download or vocab_dir is not None:
+            raise
+        paths = download_gpt2_vocab(vocab_cache, progress=progress)
+    return GlideTokenizer.from_files(paths.encoder_json, paths.vocab_bpe)

@@ -8,29 +8,31 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import os
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
-from torch import Tensor, nn
 
+from glide_edu.data import quantize_8bit
+from glide_edu.guidance import check_guidance_scale
 from glide_edu.pipelines.common import (
     UPSAMPLE_TEMPERATURE,
     NoiseSource,
     PipelineOutput,
-    base_stage,
+    check_component,
     check_prompts,
-    check_scale,
-    quantize_8bit,
+    check_temperature,
+    place_models,
     respacing_of,
-    to_pil,
-    upsample_stage,
 )
-from glide_edu.pipelines.loading import PipelineBase
+from glide_edu.pipelines.loading import default_tokenizer, load_glide_model
+from glide_edu.pipelines.models import GlideModel
+from glide_edu.pipelines.stages import encode_prompts, sample_base, sample_upsampler
 
 
-class Text2ImPipeline(PipelineBase):
-    """GLIDE text-to-image: ``base`` (+ optional ``upsampler``) and GLIDE's tokenizer.
+class Text2ImPipeline:
+    """GLIDE text-to-image: ``base`` (+ optional ``upsampler``) GlideModels and GLIDE's tokenizer.
 
     Models are used as given (e.g. tiny random-weight models in the official format) and moved to
     ``device``; ``fp16=True`` converts them in place as the reference does (:mod:`glide_edu.nn.fp16`).
@@ -38,20 +40,41 @@ class Text2ImPipeline(PipelineBase):
     :meth:`from_pretrained` loads the released ``base`` and ``upsample`` checkpoints.
     """
 
-    CHECKPOINTS = ("base", "upsample")
-    UPSAMPLE_METHOD = "ddim"  # the text2im notebook: DDIM (η = 0) for the upsampler
-    SCALE_MEANING = "1 = no guidance, 0 = unconditional"
-
     def __init__(
         self,
-        base: nn.Module,
-        upsampler: nn.Module | None = None,
+        base: GlideModel,
+        upsampler: GlideModel | None = None,
         tokenizer: Any = None,
         device: str | torch.device | None = "cpu",
         fp16: bool = False,
     ) -> None:
-        super().__init__([base, upsampler], tokenizer, device, fp16)
-        self.base, self.upsampler = base, upsampler
+        self.base = check_component(base, "base", "base")
+        self.upsampler = None if upsampler is None else check_component(upsampler, "upsample", "upsampler")
+        self.device = place_models([self.base, self.upsampler], device, fp16)
+        self.tokenizer = default_tokenizer() if tokenizer is None else tokenizer
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        device: str | torch.device | None = "cpu",
+        fp16: bool = False,
+        *,
+        cache_dir: str | os.PathLike[str] | None = None,
+        checkpoint_dir: str | os.PathLike[str] | None = None,
+        upsample: bool = True,
+        registry: Mapping[str, Any] | None = None,
+        tokenizer: Any = None,
+        progress: bool = True,
+    ) -> Text2ImPipeline:
+        """The released ``base`` and ``upsample`` checkpoints, from the cache (downloaded once, ≈1.5 GB each)
+        or from ``checkpoint_dir``; ``upsample=False`` skips the upsampler. ``cache_dir`` also holds GPT-2's
+        vocabulary (fetched there if missing, unless a ``tokenizer`` is given)."""
+        source = {"cache_dir": cache_dir, "checkpoint_dir": checkpoint_dir, "registry": registry, "progress": progress}
+        base = load_glide_model("base", **source)
+        upsampler = load_glide_model("upsample", **source) if upsample else None
+        if tokenizer is None:
+            tokenizer = default_tokenizer(cache_dir=cache_dir, progress=progress)
+        return cls(base, upsampler, tokenizer, device, fp16)
 
     def __call__(
         self,
@@ -74,69 +97,23 @@ class Text2ImPipeline(PipelineBase):
         ``num_inference_steps`` (evenly spaced) or a GLIDE ``respacing`` string (default "100").
         ``bf16`` runs the networks under bfloat16 autocast; ``progress`` shows tqdm bars.
         """
-        return self._run(
-            prompt,
-            batch_size,
-            guidance_scale,
-            num_inference_steps,
-            respacing,
-            upsample_respacing,
-            upsample_temperature,
-            seed,
-            generator,
-            bf16,
-            progress,
-            upsample,
-        )
-
-    # --------------------------------------------------------------------------- hooks for subclasses
-    def _base_samples(
-        self, prompts: list[str], noise: NoiseSource, respacing: str, scale: float, progress: bool, bf16: bool
-    ) -> Tensor:
-        return base_stage(self.base, self.tokenizer, prompts, noise, respacing, scale, progress, bf16)
-
-    def _upsample_inpaint(self, batch: int) -> tuple[Tensor, Tensor] | None:
-        return None
-
-    def _run(
-        self,
-        prompt: str | Sequence[str],
-        batch_size: int,
-        guidance_scale: float,
-        num_inference_steps: int | None,
-        respacing: str | None,
-        upsample_respacing: str,
-        upsample_temperature: float,
-        seed: int | None,
-        generator: torch.Generator | None,
-        bf16: bool,
-        progress: bool,
-        upsample: bool,
-        before_base: Callable[[int], None] | None = None,
-    ) -> PipelineOutput:
-        """Check the options, run the base stage, quantise, run the upsampler, package the output."""
         prompts = check_prompts(prompt, batch_size)
-        scale = check_scale(guidance_scale, "guidance_scale", self.SCALE_MEANING)
-        temperature = check_scale(upsample_temperature, "upsample_temperature", "GLIDE uses 0.997")
-        base_respacing = respacing_of(num_inference_steps, respacing, "100")
-        if before_base is not None:
-            before_base(len(prompts))
+        scale = check_guidance_scale(guidance_scale)
+        temperature = check_temperature(upsample_temperature)
+        base_steps = respacing_of(num_inference_steps, respacing, "100")
         noise = NoiseSource(seed, generator)
-        low_res = quantize_8bit(self._base_samples(prompts, noise, base_respacing, scale, progress, bf16))
+        run = {"progress": progress, "bf16": bf16}
+
+        # 1. the prompts as tokens; classifier-free guidance adds the empty prompt (s = 1 needs no second half)
+        cfg = scale != 1.0
+        text = encode_prompts(self.tokenizer, prompts, self.base, self.device, with_empty=cfg)
+        # 2. 64×64 base model, ancestral, ε guided by s
+        x = sample_base(self.base, text, noise, base_steps, guidance_scale=scale if cfg else None, **run)
+        # 3. the hand-over: the upsampler was trained on 8-bit images
+        low_res = quantize_8bit(x)
+        # 4. 64→256 upsampler: DDIM from 0.997·N(0, I), conditioned on the prompts and the 8-bit samples
         final = low_res
         if upsample and self.upsampler is not None:
-            final = upsample_stage(
-                self.upsampler,
-                self.tokenizer,
-                prompts,
-                low_res,
-                noise,
-                upsample_respacing,
-                temperature,
-                progress,
-                bf16,
-                method=self.UPSAMPLE_METHOD,
-                inpaint=self._upsample_inpaint(len(prompts)),
-            )
-        final = final.cpu()
-        return PipelineOutput(to_pil(final), final, low_res.cpu(), prompts)
+            text_up = encode_prompts(self.tokenizer, prompts, self.upsampler, self.device)
+            final = sample_upsampler(self.upsampler, text_up, low_res, noise, upsample_respacing, temperature, **run)
+        return PipelineOutput.from_samples(final, low_res, prompts)

@@ -15,7 +15,7 @@ from torch import nn
 
 from glide_edu.nn.clip import NoisedClip
 from glide_edu.nn.presets import create_glide_model
-from glide_edu.pipelines.common import attach_schedule
+from glide_edu.pipelines.models import GlideModel
 
 _TEXT = {"text_ctx": 48, "xf_width": 8, "xf_layers": 2, "xf_heads": 2, "xf_final_ln": True, "xf_padding": True}
 _COMMON = {
@@ -83,15 +83,16 @@ def _perturb(model: nn.Module, seed: int, std: float = 0.02) -> None:
             p.add_(torch.randn(p.shape, generator=gen) * std)
 
 
-def tiny_glide_model(kind: str, seed: int = 0) -> nn.Module:
-    """A tiny random-weight model of ``kind`` ("base", "upsample", "base-inpaint", "upsample-inpaint")."""
+def tiny_glide_model(kind: str, seed: int = 0) -> GlideModel:
+    """A tiny random-weight model of ``kind`` ("base", "upsample", "base-inpaint", "upsample-inpaint"), with its
+    diffusion (the released models' schedules: cosine at the base size, linear for the upsamplers)."""
     if kind not in TINY_OPTIONS:
         raise ValueError(f"unknown kind {kind!r}; use one of {', '.join(TINY_OPTIONS)}")
     options = TINY_OPTIONS[kind]
     torch.manual_seed(seed)
     model = create_glide_model(options)
     _perturb(model, seed + 1)
-    return attach_schedule(model.eval(), options["noise_schedule"], options["diffusion_steps"])
+    return GlideModel.from_options(model.eval(), options, kind)
 
 
 def tiny_clip(seed: int = 0) -> NoisedClip:

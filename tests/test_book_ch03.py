@@ -1,0 +1,56 @@
+"""Chapter 3's training curve (glide_edu.book.ch03) on a tiny run: snapshots found, metrics, seeds, JSON."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+
+import pytest
+import torch
+
+from glide_edu.book import ch03
+from glide_edu.data import load_digits
+from glide_edu.nn.unet import UNetConfig, UNetModel
+from glide_edu.respace import create_diffusion
+from glide_edu.train import TrainConfig, Trainer
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    cfg = UNetConfig(image_size=16, in_channels=1, model_channels=32, channel_mult=(1, 2), num_res_blocks=1,
+                     attention_resolutions=(8,))
+    torch.manual_seed(0)
+    dc = {"steps": 20, "noise_schedule": "cosine", "model_var_type": "fixed_small"}
+    out = tmp_path_factory.mktemp("run")
+    trainer = Trainer(UNetModel(cfg), create_diffusion(**dc), load_digits(16, "train")[0][:32],
+                      TrainConfig(steps=4, batch_size=8, progress=False, snapshot_every=2), run_dir=out,
+                      model_config={"unet": asdict(cfg)}, diffusion_config=dc)
+    trainer.train()
+    return out
+
+
+def test_copy_ratio_tells_copies_from_new_images() -> None:
+    train, test = load_digits(16, "train")[0], load_digits(16, "test")[0]
+    assert ch03.copy_ratio(train[:50], train, test) == 0.0  # exact copies
+    assert 0.7 < ch03.copy_ratio(test, train, test) <= 1.0 + 1e-9  # held-out data: the reference
+    noise = torch.rand(50, 1, 16, 16, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    assert ch03.copy_ratio(noise, train, test) > 2  # far from any digit
+
+
+def test_curve_rows_per_snapshot_and_seed(run_dir, tmp_path) -> None:
+    assert list(ch03.snapshots(run_dir)) == [2, 4]
+    res = ch03.training_curve({"simple": run_dir}, every=4, n=8, sampling_steps=2, seeds=(0, 1), progress=False)
+    rows = res["curves"]["simple"]
+    assert [(r["step"], r["seed"]) for r in rows] == [(2, 0), (2, 1), (4, 0), (4, 1)]  # first snapshot + every 4
+    assert {"fid_proxy", "fid_proxy_test", "precision", "recall", "copy_ratio"} <= set(rows[0])
+    assert rows[0]["fid_proxy"] != rows[1]["fid_proxy"]  # seeds draw different noise
+    again = ch03.snapshot_quality(ch03.snapshots(run_dir)[2], n=8, sampling_steps=2, seed=0)
+    assert round(again["fid_proxy"], 4) == rows[0]["fid_proxy"]  # deterministic
+    summary = ch03.curve_summary(rows)
+    mean, half = summary[2]
+    assert mean == pytest.approx((rows[0]["fid_proxy"] + rows[1]["fid_proxy"]) / 2)
+    assert half == pytest.approx(abs(rows[0]["fid_proxy"] - rows[1]["fid_proxy"]) / 2)
+
+
+def test_missing_snapshots_are_a_one_line_error(tmp_path) -> None:
+    with pytest.raises(FileNotFoundError, match="--snapshot-every"):
+        ch03.snapshots(tmp_path)
