@@ -79,3 +79,18 @@ def test_quantize_accepts_and_rejects() -> None:
     for fn, message in cases:
         with pytest.raises(ExerciseError, match=message):
             check_quantize_8bit(fn)
+
+
+def test_pipeline_cost_prediction() -> None:
+    from glide_edu.checks.ch11 import check_pipeline_cost, pipeline_cost
+
+    assert pipeline_cost(1, 1.0, 3) == {"base_rows": 1, "base_calls": 3, "up_rows": 1, "up_calls": 27}  # s = 1: no CFG
+    assert check_pipeline_cost(4, 10, 2, 27)
+    with pytest.raises(ExerciseError, match="doubled"):
+        check_pipeline_cost(2, 10, 2, 27)
+    with pytest.raises(ExerciseError, match="fast27"):
+        check_pipeline_cost(4, 10, 2, 10)
+    with pytest.raises(ExerciseError, match="without guidance"):
+        check_pipeline_cost(4, 10, 4, 27)
+    with pytest.raises(ExerciseError, match="placeholder"):
+        check_pipeline_cost(..., 10, 2, 27)

@@ -2,7 +2,8 @@
 
 * :func:`check_glide_cfg` — GLIDE's classifier-free guidance on a doubled batch, ε channels only;
 * :func:`check_known_region_clamp` — the inpainting notebook's ``denoised_fn``;
-* :func:`check_quantize_8bit` — putting the base samples on the 8-bit grid before upsampling.
+* :func:`check_quantize_8bit` — putting the base samples on the 8-bit grid before upsampling;
+* :func:`check_pipeline_cost` — a prediction: rows and calls of each network in one text-to-image run.
 
 Each checker runs the reader's function on fresh random inputs, compares with the library
 (:func:`glide_edu.guidance.classifier_free_guidance`, :func:`glide_edu.inpaint.known_region_clamp`,
@@ -20,6 +21,7 @@ from glide_edu.checks import (
     ExerciseError,
     call_reader,
     expect_close,
+    expect_integer,
     expect_shape,
     expect_tensor,
     passed,
@@ -30,7 +32,7 @@ from glide_edu.data import quantize_8bit
 from glide_edu.guidance import classifier_free_guidance
 from glide_edu.inpaint import known_region_clamp
 
-__all__ = ["check_glide_cfg", "check_known_region_clamp", "check_quantize_8bit"]
+__all__ = ["check_glide_cfg", "check_known_region_clamp", "check_pipeline_cost", "check_quantize_8bit", "pipeline_cost"]
 
 
 def _gen(seed: int) -> torch.Generator:
@@ -119,3 +121,43 @@ def check_quantize_8bit(quantize: Callable[[Tensor], Tensor]) -> bool:
     )
     expect_close(got, expected, "quantized x", atol=1e-6, hint="round((x + 1)·127.5)/127.5 − 1")
     return passed("quantize_8bit", "base samples on the 8-bit grid the upsampler was trained on")
+
+
+def pipeline_cost(batch_size: int, guidance_scale: float, num_inference_steps: int) -> dict[str, int]:
+    """What a text-to-image run costs, counted on a tiny pipeline: rows and calls of each network."""
+    from glide_edu.pipelines import Text2ImPipeline
+    from glide_edu.pipelines.tiny import tiny_glide_model
+    from glide_edu.tokenizers import byte_level_tokenizer
+
+    base, up = tiny_glide_model("base"), tiny_glide_model("upsample")
+    rows: dict[str, list[int]] = {"base": [], "up": []}
+    hooks = [m.network.register_forward_hook(lambda mod, args, out, key=key: rows[key].append(int(args[0].shape[0])))
+             for key, m in (("base", base), ("up", up))]
+    try:
+        Text2ImPipeline(base, up, byte_level_tokenizer(), device="cpu")(
+            "a red circle", batch_size=batch_size, guidance_scale=guidance_scale,
+            num_inference_steps=num_inference_steps, seed=0)
+    finally:
+        for h in hooks:
+            h.remove()
+    return {"base_rows": rows["base"][0], "base_calls": len(rows["base"]),
+            "up_rows": rows["up"][0], "up_calls": len(rows["up"])}
+
+
+def check_pipeline_cost(base_rows: object, base_calls: object, up_rows: object, up_calls: object,
+                        batch_size: int = 2, guidance_scale: float = 3.0, num_inference_steps: int = 10) -> bool:
+    """Your predicted rows per network call and number of calls of each stage, against a counted run."""
+    answers = {"base_rows": base_rows, "base_calls": base_calls, "up_rows": up_rows, "up_calls": up_calls}
+    got = {k: expect_integer(v, k) for k, v in answers.items()}
+    truth = pipeline_cost(batch_size, guidance_scale, num_inference_steps)
+    hints = {
+        "base_rows": "with guidance each call evaluates the prompt AND the empty prompt: the batch is doubled",
+        "base_calls": "one network call per respaced step — num_inference_steps of them",
+        "up_rows": "the upsampler runs without guidance: one row per image",
+        "up_calls": "the upsampler uses GLIDE's 'fast27' spacing whatever num_inference_steps is",
+    }
+    for key, value in got.items():
+        if value != truth[key]:
+            raise ExerciseError(f"{key} = {value}, but the counted run gives {truth[key]} — {hints[key]}")
+    return passed("pipeline cost", f"base {truth['base_calls']} calls × {truth['base_rows']} rows, "
+                  f"upsampler {truth['up_calls']} calls × {truth['up_rows']} rows")
