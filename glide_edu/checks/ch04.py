@@ -1,7 +1,7 @@
 """Checkers for the exercises of chapter 4 (the hybrid loss and fast sampling).
 
 * :func:`check_learned_log_variance` — Improved DDPM's learned range,
-  log Σ_θ = frac·log β_t + (1 − frac)·log β̃_t with frac = (v + 1)/2;
+  log Σ_θ = v·log β_t + (1 − v)·log β̃_t with the fraction v = (u + 1)/2 of the raw output u;
 * :func:`check_respace_betas` — the betas of a respaced process, β'_i = 1 − ᾱ_{s_i}/ᾱ_{s_{i−1}};
 * :func:`check_ddim_step` — one DDIM update with a given η;
 * :func:`check_respacing_prediction` — a prediction: the last step ``"ddim25"`` keeps, and whether the two fixed
@@ -78,20 +78,20 @@ def _schedules() -> list[tuple[str, np.ndarray]]:
 
 # ------------------------------------------------------------------- exercise 1: learned-range Σ_θ
 def check_learned_log_variance(fn: Callable) -> bool:
-    """Check ``fn(v, t, betas) -> log Σ_θ`` against ``p_mean_variance`` with ``learned_range``."""
+    """Check ``fn(u, t, betas) -> log Σ_θ`` against ``p_mean_variance`` with ``learned_range``."""
     name = "learned_log_variance"
     gen = torch.Generator().manual_seed(404)
     for desc, betas in _schedules():
         T = len(betas)
         t = torch.cat([torch.tensor([0, 1, T - 1]), torch.randint(2, T - 1, (3,), generator=gen)]).long()
         B = t.shape[0]
-        v = torch.rand(B, 1, 3, 3, generator=gen) * 2 - 1
-        v[0, 0, 0, 0], v[1, 0, 0, 0], v[2, 0, 0, 1] = -1.0, 1.0, 0.0  # the two ends and the middle
-        out = _as_tensor(_call(fn, name, v.clone(), t.clone(), betas.copy()), name)
-        expect_shape(out, v.shape, name, "(B,C,H,W)")
+        u = torch.rand(B, 1, 3, 3, generator=gen) * 2 - 1
+        u[0, 0, 0, 0], u[1, 0, 0, 0], u[2, 0, 0, 1] = -1.0, 1.0, 0.0  # the two ends and the middle
+        out = _as_tensor(_call(fn, name, u.clone(), t.clone(), betas.copy()), name)
+        expect_shape(out, u.shape, name, "(B,C,H,W)")
         diffusion = GaussianDiffusion(betas, model_var_type="learned_range")
         ref = diffusion.p_mean_variance(
-            lambda x, s, v=v: torch.cat([torch.zeros_like(v), v], dim=1), torch.zeros_like(v), t, clip_denoised=False
+            lambda x, s, u=u: torch.cat([torch.zeros_like(u), u], dim=1), torch.zeros_like(u), t, clip_denoised=False
         ).log_variance
         if _close(out, ref):
             continue
@@ -111,21 +111,21 @@ def check_learned_log_variance(fn: Callable) -> bool:
         lb = b.log()[t].view(-1, 1, 1, 1)
         lt = tilde_clipped.log()[t].view(-1, 1, 1, 1)
         lt_beta0 = torch.where(at0, lb, lt)  # a different patch at t = 0
-        vd = v.double()
-        frac = (vd + 1) / 2
+        ud = u.double()
+        frac = (ud + 1) / 2  # the fraction v
         _diagnose(out, {
-            "the network's v lies in [−1, 1]; turn it into a fraction first, frac = (v + 1)/2":
-                vd * lb + (1 - vd) * lt,
-            "the ends are swapped: v = +1 (frac = 1) must give Σ = β_t and v = −1 must give Σ = β̃_t":
+            "the network's raw output u lies in [−1, 1]; turn it into the fraction first, v = (u + 1)/2":
+                ud * lb + (1 - ud) * lt,
+            "the ends are swapped: u = +1 (v = 1) must give Σ = β_t and u = −1 (v = 0) must give Σ = β̃_t":
                 frac * lt + (1 - frac) * lb,
             "interpolate the *log*-variances (a geometric mean of β_t and β̃_t), not the variances: "
-            "log Σ = frac·log β_t + (1−frac)·log β̃_t": torch.log(frac * lb.exp() + (1 - frac) * lt.exp()),
+            "log Σ = v·log β_t + (1−v)·log β̃_t": torch.log(frac * lb.exp() + (1 - frac) * lt.exp()),
             "this is Σ itself; the exercise asks for log Σ": (frac * lb + (1 - frac) * lt).exp(),
             "right for t > 0, but at t = 0 the library uses β̃ of index 1 (not β_0) for the lower end":
                 frac * lb + (1 - frac) * lt_beta0,
         }, f"{name} ({desc})")
         expect_close(out, ref, f"{name} ({desc})", ATOL, RTOL,
-                     hint="log Σ = frac·log β_t + (1−frac)·log β̃_t, frac = (v+1)/2, β̃_t = (1−ᾱ_{t−1})β_t/(1−ᾱ_t), "
+                     hint="log Σ = v·log β_t + (1−v)·log β̃_t, v = (u+1)/2, β̃_t = (1−ᾱ_{t−1})β_t/(1−ᾱ_t), "
                           "with β̃ of index 1 at t = 0")
     return passed(name, "log Σ_θ matches p_mean_variance (learned_range) on two schedules, t = 0 … T−1")
 
