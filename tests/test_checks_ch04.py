@@ -52,7 +52,7 @@ def test_learned_accepts_correct_and_numpy(capsys) -> None:
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"no_frac": True}, "frac = (v + 1)/2"),
+        ({"no_frac": True}, "v = (u + 1)/2"),
         ({"swap": True}, "ends are swapped"),
         ({"linear": True}, "*log*-variances"),
         ({"exp": True}, "this is Σ itself"),
