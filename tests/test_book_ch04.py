@@ -10,9 +10,8 @@ import torch
 
 from glide_edu.book import ch04 as ex
 from glide_edu.data import quantize_8bit
-from glide_edu.fileio import sha256_file
 from glide_edu.nn.unet import UNetConfig, UNetModel
-from glide_edu.pretrained import save_small_checkpoint, shipped_checkpoint
+from glide_edu.pretrained import save_small_checkpoint
 from glide_edu.results import initial_noise, write_results
 
 TINY_T = 20  # a short chain keeps the full-chain NLL cheap
@@ -58,8 +57,8 @@ def tiny(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def table(tiny):
-    return ex.sampling_steps_table(steps=(2, 3), n_samples=8, seed=0, samplers=list(ex.SAMPLERS), n_nll=3,
-                                   checkpoints=tiny)
+    return ex.sampling_steps_table(seeds=(0, 1), long_seeds=(0,), n_samples=8, short_steps=(2, 3), long_steps=(5,),
+                                   n_nll=3, checkpoints=tiny, jobs=1, progress=False)
 
 
 def test_quantize_8bit_lands_on_the_256_levels() -> None:
@@ -73,27 +72,47 @@ def test_quantize_8bit_lands_on_the_256_levels() -> None:
 
 def test_table_structure_and_values(table) -> None:
     assert table["schema"] == ex.SCHEMA
-    assert table["config"]["steps"] == [2, 3] and table["config"]["n_samples"] == 8
+    assert table["config"]["steps"] == [2, 3, 5] and table["config"]["n_samples"] == 8
     assert set(table["results"]) == set(ex.SAMPLERS)
-    for row in table["results"].values():
-        assert set(row) == {"2", "3"}
-        for cell in row.values():
-            assert set(cell) == {"fid_proxy", "precision", "recall", "seconds"}
-            assert 0.0 <= cell["precision"] <= 1.0 and 0.0 <= cell["recall"] <= 1.0
-            assert math.isfinite(cell["fid_proxy"]) and cell["seconds"] >= 0
+    for name, row in table["results"].items():
+        assert set(row) == ({"2", "3", "5"} if name in ex.LONG_SAMPLERS else {"2", "3"})
+        for k, c in row.items():
+            assert c["seeds"] == ([0] if k == "5" else [0, 1])
+            assert set(c) == {"seeds", "fid_proxy", "precision", "recall", "seconds"}
+            assert all(0.0 <= v <= 1.0 for v in c["precision"] + c["recall"])
+            assert all(math.isfinite(v) for v in c["fid_proxy"]) and len(c["fid_proxy"]) == len(c["seeds"])
     assert set(table["nll_bits_per_dim"]) == set(ex.NLL_ROWS)
     for row in table["nll_bits_per_dim"].values():
         assert row["num_timesteps"] == TINY_T and row["n_images"] == 3
         assert len(row["bpd_per_image"]) == 3 and len(row["vb_per_step"]) == TINY_T
         assert row["bpd_mean"] > 0 and math.isclose(row["bpd_mean"], sum(row["bpd_per_image"]) / 3, rel_tol=1e-4)
         assert math.isclose(sum(row["vb_per_step"]) + row["prior_bpd"], row["bpd_mean"], rel_tol=1e-3)
-    ref = table["reference"]
-    assert ref["n"] > 100 and ref["fid_proxy"] >= 0
+    assert table["reference"]["n"] == 359 and table["reference"]["fid_proxy"] >= 0
     prov = table["provenance"]
     assert {"date", "torch", "seconds", "checkpoints", "command"} <= set(prov)
     for ck in prov["checkpoints"].values():
         assert not ck["file"].startswith("/")  # no machine-specific paths in the shipped JSON
         assert len(ck["sha256"]) == 64 and ck["info"] == {"command": "test"}
+
+
+def test_seeds_differ_and_cells_summarise_them(table) -> None:
+    fids = table["results"]["hybrid_learned"]["2"]["fid_proxy"]
+    assert fids[0] != fids[1]  # the two seeds draw different noise
+    mean, half, n = ex.cell(table, "hybrid_learned", 2)
+    assert n == 2 and mean == pytest.approx(sum(fids) / 2) and half == pytest.approx(abs(fids[0] - fids[1]) / 2)
+    text = ex.format_table(table)
+    assert text.count("\n") == 1 + len(ex.SAMPLERS) and "5 steps" in text and "±" in text and "–" in text
+
+
+def test_parallel_jobs_give_the_same_table(tiny, table) -> None:
+    par = ex.sampling_steps_table(seeds=(0, 1), long_seeds=(0,), n_samples=8, short_steps=(2, 3), long_steps=(5,),
+                                  n_nll=3, checkpoints=tiny, jobs=2, progress=False)
+    for name, row in table["results"].items():  # the same numbers (time aside), whichever process ran a cell
+        for k, c in row.items():
+            assert {m: v for m, v in par["results"][name][k].items() if m != "seconds"} == \
+                {m: v for m, v in c.items() if m != "seconds"}
+    for row in table["nll_bits_per_dim"]:
+        assert par["nll_bits_per_dim"][row]["bpd_per_image"] == table["nll_bits_per_dim"][row]["bpd_per_image"]
 
 
 def test_same_seed_same_samples_and_shared_initial_noise(tiny) -> None:
@@ -111,23 +130,12 @@ def test_same_seed_same_samples_and_shared_initial_noise(tiny) -> None:
     assert torch.equal(initial_noise(3, 5), initial_noise(6, 5)[:3])
 
 
-def test_nll_reusing_network_outputs_changes_nothing(tiny) -> None:
+def test_respaced_bound_is_a_coarser_chain(tiny) -> None:
     models = ex.load_models(tiny)
     images = quantize_8bit(torch.rand(2, 1, 16, 16, generator=torch.Generator().manual_seed(0)) * 2 - 1)
-    calls = []
-
-    def counting(x, t):
-        calls.append(int(t[0]))
-        return models["simple"].model(x, t)
-
-    reuse = ex._ReusedOutputs(counting)
-    for var in ("fixed_small", "fixed_large"):
-        direct = ex.nll_bits_per_dim(models["simple"], images, seed=3, model_var_type=var)
-        reused = ex.nll_bits_per_dim(models["simple"], images, seed=3, model_var_type=var, model=reuse)
-        assert direct["bpd_per_image"] == reused["bpd_per_image"]
-    assert len(calls) == TINY_T  # the second bound ran no network call
-    # a respaced bound is a different (coarser) chain with its own number of terms
-    coarse = ex.nll_bits_per_dim(models["hybrid"], images, seed=3, steps=5)
+    full = ex.nll_rows(models, "simple", images)
+    assert set(full) == {"simple_fixed_small", "simple_fixed_large"}
+    coarse = ex.nll_rows(models, "hybrid", images, steps=5)["hybrid_learned"]
     assert coarse["num_timesteps"] == 5 and len(coarse["vb_per_step"]) == 5
 
 
@@ -146,66 +154,32 @@ def test_sampler_diffusion_uses_the_respaced_fixed_variances(tiny) -> None:
 
 def test_json_round_trip_and_schema_check(table, tmp_path) -> None:
     path = write_results(table, tmp_path / "out" / "r.json")
-    back = ex.load_table(path, check_checkpoints=False)
-    assert back == json.loads(json.dumps(table))
-    text = ex.format_table(back)
-    assert text.count("\n") == 1 + len(ex.SAMPLERS) and "2 steps" in text
+    assert ex.load_table(path, check_checkpoints=False) == json.loads(json.dumps(table))
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"schema": "other"}))
     with pytest.raises(ValueError, match="schema"):
         ex.load_table(bad)
     with pytest.raises(FileNotFoundError, match="regenerate ch04"):
         ex.load_table(tmp_path / "missing.json")
+    with pytest.raises(ValueError, match="another"):  # the tiny checkpoints are not the shipped ones
+        ex.load_table(path)
 
 
-def test_parallel_jobs_give_the_same_table(tiny, table) -> None:
-    samplers = ["simple_fixed_large", "ddim_hybrid"]
-    par = ex.sampling_steps_table(steps=(3,), n_samples=8, seed=0, samplers=samplers, n_nll=3, checkpoints=tiny,
-                                  jobs=2)
-    for name in samplers:  # the same numbers (time aside), whichever process ran a cell
-        cell, ref = par["results"][name]["3"], table["results"][name]["3"]
-        assert {m: v for m, v in cell.items() if m != "seconds"} == {m: v for m, v in ref.items() if m != "seconds"}
-    assert par["nll_bits_per_dim"].keys() == table["nll_bits_per_dim"].keys()
-    for row in par["nll_bits_per_dim"]:
-        assert par["nll_bits_per_dim"][row]["bpd_per_image"] == table["nll_bits_per_dim"][row]["bpd_per_image"]
-    assert "--jobs 2" in par["provenance"]["command"]
+def test_widget_grids_round_trip(tiny, tmp_path) -> None:
+    models = ex.load_models(tiny)
+    path = ex.precompute_grids(models, steps=(2,), n=4, path=tmp_path / "g.safetensors")
+    grids, meta = ex.load_grids(path, check_checkpoints=False)
+    assert set(grids) == {(s, 2) for s in ex.SAMPLERS} and meta["steps"] == [2] and meta["n"] == 4
+    torch.testing.assert_close(grids[("ddim_hybrid", 2)], ex.generate_samples(models, "ddim_hybrid", 2, 4, 0),
+                               atol=2e-3, rtol=2e-3)  # stored as float16
+    with pytest.raises(ValueError, match="another digits_"):
+        ex.load_grids(path)
 
 
 def test_bad_arguments(tiny) -> None:
     with pytest.raises(ValueError, match="unknown sampler"):
-        ex.sampling_steps_table(steps=(2,), n_samples=8, samplers=["nope"], checkpoints=tiny)
+        ex.sampling_steps_table(short_steps=(2,), n_samples=8, samplers=["nope"], checkpoints=tiny, jobs=1)
     with pytest.raises(ValueError, match="n_samples"):
-        ex.sampling_steps_table(steps=(2,), n_samples=2, checkpoints=tiny)
+        ex.sampling_steps_table(short_steps=(2,), n_samples=2, checkpoints=tiny, jobs=1)
     with pytest.raises(ValueError, match="fixed"):
         ex.load_models({"simple": tiny["hybrid"], "hybrid": tiny["hybrid"]})
-
-
-def test_command_line_writes_the_json(tiny, tmp_path, capsys) -> None:
-    out = tmp_path / "cli.json"
-    ex.regenerate(["--steps", "2", "--n-samples", "8", "--n-nll", "0", "--samplers", "hybrid_learned",
-             "--simple", str(tiny["simple"]), "--hybrid", str(tiny["hybrid"]), "--out", str(out)])
-    data = ex.load_table(out, check_checkpoints=False)
-    assert list(data["results"]) == ["hybrid_learned"] and data["nll_bits_per_dim"] == {}
-    assert "wrote" in capsys.readouterr().out
-
-
-def test_shipped_results_match_the_shipped_checkpoints() -> None:
-    """data/results/digits_sampling.json is complete and was computed from the checkpoints in data/checkpoints."""
-    data = ex.load_table()
-    assert set(ex.DEFAULT_SAMPLERS) <= set(data["results"])
-    steps = [str(s) for s in data["config"]["steps"]]
-    assert "1000" in steps and min(data["config"]["steps"]) <= 25
-    for row in data["results"].values():
-        assert set(row) == set(steps)
-    assert set(data["nll_bits_per_dim"]) == set(ex.NLL_ROWS)
-    for row in data["nll_bits_per_dim"].values():
-        assert row["num_timesteps"] == 1000 and len(row["vb_per_step"]) == 1000
-    seed1 = ex.load_table(ex.RESULTS_DIR / "digits_sampling_seed1.json")
-    assert seed1["config"]["seed"] != data["config"]["seed"] and {"10", "100"} <= set(seed1["results"]["ddim_simple"])
-    for res in (data, seed1):
-        for key in ("simple", "hybrid"):
-            recorded = res["provenance"]["checkpoints"][key]
-            path = shipped_checkpoint(f"digits_{key}")
-            assert recorded["sha256"] == sha256_file(path), (
-                f"the results in data/results are stale for digits_{key}: regenerate them (data/results/README.md)"
-            )
