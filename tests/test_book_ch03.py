@@ -54,3 +54,27 @@ def test_curve_rows_per_snapshot_and_seed(run_dir, tmp_path) -> None:
 def test_missing_snapshots_are_a_one_line_error(tmp_path) -> None:
     with pytest.raises(FileNotFoundError, match="--snapshot-every"):
         ch03.snapshots(tmp_path)
+
+
+def test_eps_slope_measures_how_much_of_the_noise_is_predicted() -> None:
+    diffusion = create_diffusion(100, "cosine")
+    images = load_digits(16, "test")[0][:32]
+
+    def oracle(scale: float):
+        def model(x_t, t):  # the exact ε of x_t = √ᾱ x_0 + √(1−ᾱ) ε, times ``scale``
+            abar = torch.as_tensor(diffusion.alphas_cumprod)[t].float().view(-1, 1, 1, 1)
+            return scale * (x_t - abar.sqrt() * images) / (1 - abar).sqrt()
+        return model
+
+    assert ch03.eps_slope(oracle(1.0), diffusion, images, 10) == pytest.approx(1.0, abs=1e-4)
+    assert ch03.eps_slope(oracle(0.5), diffusion, images, 50) == pytest.approx(0.5, abs=1e-4)
+    assert ch03.eps_slope(lambda x, t: torch.zeros_like(x), diffusion, images, 50) == 0.0
+
+
+def test_ema_comparison_rows(run_dir) -> None:
+    snaps = ch03.snapshots(run_dir)
+    res = ch03.ema_comparison({"a": snaps[2], "b": snaps[4]}, n=8, sampling_steps=2, timesteps=(1, 10))
+    assert set(res["results"]) == {"a", "b"} and set(res["results"]["a"]) == {"eps_slope", "ancestral", "ddim"}
+    assert set(res["results"]["a"]["eps_slope"]) == {"1", "10"}
+    assert {"fid_proxy", "precision", "recall"} <= set(res["results"]["b"]["ddim"])
+    assert res["provenance"]["inputs"]["a"]["file"] == snaps[2].name  # file names only, no machine paths

@@ -30,6 +30,11 @@ from glide_edu.respace import create_diffusion
 from glide_edu.results import RESULTS_DIR, checkpoint_provenance, load_results, run_provenance, write_results
 
 __all__ = [
+    "EMA_PATH",
+    "EMA_SCHEMA",
+    "ema_comparison",
+    "eps_slope",
+    "load_ema_comparison",
     "CURVE_PATH",
     "SCHEMA",
     "REGENERATE",
@@ -45,6 +50,8 @@ __all__ = [
 CURVE_PATH = RESULTS_DIR / "digits_convergence.json"
 SCHEMA = "glide_edu.digits_convergence/1"
 REGENERATE = "python -m glide_edu.book regenerate ch03"
+EMA_PATH = RESULTS_DIR / "digits_ema.json"
+EMA_SCHEMA = "glide_edu.digits_ema/1"
 _STEP = re.compile(r"ema-step-(\d+)\.safetensors$")
 
 
@@ -133,17 +140,70 @@ def curve_summary(rows: Sequence[Mapping[str, Any]], metric: str = "fid_proxy") 
     return {s: (sum(v) / len(v), (max(v) - min(v)) / 2) for s, v in sorted(by_step.items())}
 
 
+@torch.no_grad()
+def eps_slope(model: torch.nn.Module, diffusion: Any, images: Tensor, t: int, seed: int = 0) -> float:
+    """The least-squares slope of ε_θ(x_t, t) on the true ε over ``images``: 1 for an unbiased predictor,
+    < 1 when the network under-predicts the noise (a network whose output layer starts at zero does)."""
+    eps = torch.randn(images.shape, generator=torch.Generator().manual_seed(seed))
+    t_vec = torch.full((len(images),), int(t))
+    out = model(diffusion.q_sample(images, t_vec, noise=eps), t_vec)[:, : images.shape[1]]
+    return float((out * eps).sum() / (eps * eps).sum())
+
+
+@torch.no_grad()
+def ema_comparison(paths: Mapping[str, str | Path], n: int = 500, sampling_steps: int = 25, seed: int = 0,
+                   timesteps: Sequence[int] = (1, 10, 50, 200, 500)) -> dict[str, Any]:
+    """For each labelled checkpoint: the ε-slope at ``timesteps`` on 256 test digits, and the FID-proxy of
+    ``n`` samples with ``sampling_steps`` ancestral and DDIM (η = 0) steps from the same noise."""
+    start = time.perf_counter()
+    train, test = load_digits(16, "train")[0], load_digits(16, "test")[0]
+    net = load_feature_net()
+    rows: dict[str, Any] = {}
+    for label, path in paths.items():
+        model, diffusion, meta = load_small_checkpoint(path)
+        spaced = create_diffusion(**meta["diffusion_config"], timestep_respacing=str(sampling_steps))
+        row: dict[str, Any] = {"eps_slope": {str(t): round(eps_slope(model, diffusion, test[:256], t), 4)
+                                             for t in timesteps}}
+        for method in ("ancestral", "ddim"):
+            gen = torch.Generator().manual_seed(seed)
+            noise = torch.randn(n, 1, 16, 16, generator=gen)
+            loop = spaced.p_sample_loop if method == "ancestral" else spaced.ddim_sample_loop
+            samples = loop(model, noise.shape, noise=noise, generator=gen)
+            row[method] = {k: round(v, 4) for k, v in sample_quality(train, samples, net).items()}
+        rows[label] = row
+    inputs = {label: {"file": Path(p).name, "sha256": checkpoint_provenance(p)["sha256"]} for label, p in paths.items()}
+    return {"schema": EMA_SCHEMA, "config": {"n_samples": n, "sampling_steps": sampling_steps, "seed": seed,
+                                             "timesteps": list(timesteps)},
+            "results": rows,
+            "provenance": run_provenance(REGENERATE + " --ema " + " ".join(f"{k}=<file>" for k in paths), start,
+                                         inputs=inputs)}
+
+
+def load_ema_comparison(path: str | Path = EMA_PATH) -> dict[str, Any]:
+    """Read ``digits_ema.json`` (its inputs are training snapshots, not shipped files: no checkpoint check)."""
+    return load_results(path, EMA_SCHEMA, REGENERATE + " --ema …", check_checkpoints=False)
+
+
 def regenerate(argv: list[str] | None = None) -> None:
     """``python -m glide_edu.book regenerate ch03 --run simple=<dir> --run hybrid=<dir> [options]``."""
     parser = chapter_parser("ch03", __doc__)
-    parser.add_argument("--run", action="append", required=True, metavar="NAME=DIR",
+    parser.add_argument("--run", action="append", default=[], metavar="NAME=DIR",
                         help="a run folder of the recipe (with snapshots), e.g. simple=runs/simple; repeat per model")
+    parser.add_argument("--ema", action="append", default=[], metavar="LABEL=FILE",
+                        help="instead of the curve: compare these checkpoints (e.g. the EMA variants of one step)")
     parser.add_argument("--every", type=int, default=2000)
     parser.add_argument("--n-samples", type=int, default=500)
     parser.add_argument("--sampling-steps", type=int, default=50)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--out", type=Path, default=CURVE_PATH)
     args = parser.parse_args(argv)
+    if args.ema:
+        paths = dict(item.partition("=")[::2] for item in args.ema)
+        results = ema_comparison(paths)
+        print(f"wrote {write_results(results, args.out if args.out != CURVE_PATH else EMA_PATH)}")
+        return
+    if not args.run:
+        parser.error("give --run simple=<dir> --run hybrid=<dir> (the training curve) or --ema LABEL=FILE …")
     runs = {}
     for item in args.run:
         name, sep, folder = item.partition("=")
