@@ -22,8 +22,9 @@ from pathlib import Path
 import torch
 
 from glide_edu.data import load_digits, load_image_folder
+from glide_edu.fileio import sha256_file
 from glide_edu.nn.unet import UNetConfig, UNetModel
-from glide_edu.pretrained import CHECKPOINT_DIR, save_small_checkpoint
+from glide_edu.pretrained import CHECKPOINT_DIR, save_small_checkpoint, shipped_checkpoint
 from glide_edu.respace import create_diffusion
 from glide_edu.train import TrainConfig, Trainer
 
@@ -89,15 +90,19 @@ def _train_and_ship(
     info: dict,
     images: torch.Tensor | None = None,
     labels: torch.Tensor | None = None,
+    init: Path | None = None,
     **trainer_kwargs,
 ) -> Path:
     """Build the UNet (seeded with ``cfg.seed``), train it on ``images`` (default: the 16×16 training digits,
     unlabelled), write its EMA weights to ``out``.
 
+    ``init``: start from the weights of this small checkpoint instead (fine-tuning; see :func:`init_from`).
     ``info`` (the command and notes) is completed with the steps, seconds, threads and final loss.
     """
     torch.manual_seed(cfg.seed)
     model = UNetModel(unet_cfg)
+    if init is not None:
+        init_from(model, init)
     diffusion = create_diffusion(**diffusion_cfg)
     if images is None:
         images = load_digits(16, "train")[0]
@@ -124,11 +129,26 @@ def _train_and_ship(
     return save_small_checkpoint(out, trainer.ema_model, unet_cfg, diffusion_cfg, info)
 
 
+def init_from(model: UNetModel, path: Path) -> None:
+    """Load an unconditional checkpoint into the class-conditional ``model``: every weight but the new label
+    embedding, which starts at zero — so the fine-tuned model starts as the unconditional one for every label.
+    """
+    from glide_edu.pretrained import load_small_checkpoint
+
+    source = load_small_checkpoint(path)[0].state_dict()
+    target = model.state_dict()
+    bad = sorted(k for k in set(source) | set(target) - {"label_emb.weight"}
+                 if k not in source or k not in target or source[k].shape != target[k].shape)
+    if bad:
+        raise ValueError(f"{Path(path).name} does not fit this model ({len(bad)} weights differ, e.g. {bad[0]}); "
+                         "initialise from the unconditional model with the same UNet config")
+    model.load_state_dict(source, strict=False)
+    if "label_emb.weight" in target:
+        torch.nn.init.zeros_(model.label_emb.weight)
+
+
 NULL_LABEL = 10  # the learned "no label" embedding of the class-conditional digits models (classes 0–9)
-CFG_STEPS = 1000
-# A shorter run than the unconditional models (CPU budget), so a faster EMA: with 0.999, 1000 steps would leave
-# 0.999^1000 ≈ 37 % of the average on the near-initial weights; with 0.995 it is 0.7 %.
-CFG_EMA_RATE = 0.995
+CFG_STEPS = 4000  # fine-tuning steps (see docs/checkpoints.md for the curve that chose it)
 
 
 def cfg_checkpoint_name(p_uncond: float) -> str:
@@ -144,33 +164,36 @@ def train_digits_cfg(
     seed: int = 0,
     progress: bool = True,
     sample_every: int = 0,
+    snapshot_every: int = 0,
+    init: Path | None = None,
 ) -> Path:
-    """Train the class-conditional digits model of chapter 6 (hybrid loss, learned null label).
+    """Fine-tune the hybrid digits model into the class-conditional model of chapter 6 (learned null label).
 
-    Same UNet and diffusion as ``digits --loss hybrid`` plus an 11-entry label embedding; each training
-    label is replaced by ``NULL_LABEL`` with probability ``p_uncond`` so one network learns ε(x_t | y) and
-    ε(x_t | ∅) (classifier-free guidance).
+    Same UNet and diffusion as ``digits --loss hybrid`` plus an 11-entry label embedding, initialised from
+    ``init`` (default: the shipped ``digits_hybrid``; its label embedding starts at zero) — the way GLIDE
+    fine-tuned its base model for classifier-free guidance. Each training label is replaced by ``NULL_LABEL``
+    with probability ``p_uncond`` so one network learns ε(x_t | y) and ε(x_t | ∅).
     """
     if not 0.0 < p_uncond < 1.0:
         raise ValueError(f"p_uncond must lie strictly between 0 and 1, got {p_uncond}")
     unet_cfg, diffusion_cfg = digits_configs("hybrid")
     unet_cfg = replace(unet_cfg, num_classes=NULL_LABEL + 1)
-    cfg = replace(
-        DIGITS_TRAIN, steps=steps or CFG_STEPS, seed=seed, progress=progress, loss_type="hybrid", ema_rate=CFG_EMA_RATE,
-        sample_every=sample_every,
-    )
-    cfg.extra = {"p_uncond": p_uncond, "null_label": NULL_LABEL}
+    cfg = replace(DIGITS_TRAIN, steps=steps or CFG_STEPS, seed=seed, progress=progress, loss_type="hybrid",
+                  sample_every=sample_every, snapshot_every=snapshot_every)
+    init = Path(init) if init is not None else shipped_checkpoint("digits_hybrid")
+    cfg.extra = {"p_uncond": p_uncond, "null_label": NULL_LABEL, "init": init.name}
     out = out or CHECKPOINT_DIR / f"{cfg_checkpoint_name(p_uncond)}.safetensors"
     info = {
         "command": f"python -m glide_edu.recipes digits-cfg --p-uncond {p_uncond}",
         "p_uncond": p_uncond,
         "null_label": NULL_LABEL,
-        "weights": f"EMA {CFG_EMA_RATE}, stored as float16",
+        "init": f"{init.name} (sha256 {sha256_file(init)})",
+        "weights": f"EMA {cfg.ema_rate} with warm-up, stored as float16",
     }
     images, labels = load_digits(16, "train")
     return _train_and_ship(
-        unet_cfg, diffusion_cfg, cfg, out, run_dir, info, images=images, labels=labels, label_dropout=p_uncond,
-        null_label=NULL_LABEL,
+        unet_cfg, diffusion_cfg, cfg, out, run_dir, info, images=images, labels=labels, init=init,
+        label_dropout=p_uncond, null_label=NULL_LABEL,
     )
 
 
@@ -239,6 +262,10 @@ def main(argv: list[str] | None = None) -> None:
     cfgp.add_argument("--threads", type=int, default=None)
     cfgp.add_argument("--sample-every", type=int, default=0, metavar="N",
                       help="every N steps, save a grid of EMA samples to <run-dir>/samples (needs --run-dir)")
+    cfgp.add_argument("--snapshot-every", type=int, default=0, metavar="N",
+                      help="every N steps, keep the EMA weights in <run-dir>/snapshots (for a training curve)")
+    cfgp.add_argument("--init", type=Path, default=None, help="the unconditional model to fine-tune (default: the "
+                      "shipped digits_hybrid)")
     cfgp.add_argument("--seed", type=int, default=0)
     clf = sub.add_parser("classifier", help="the noisy (or clean control) digits classifier of chapter 5")
     noise_flag = clf.add_mutually_exclusive_group(required=True)
@@ -296,7 +323,7 @@ def main(argv: list[str] | None = None) -> None:
         path = _train_and_ship(**recipe)
     elif args.recipe == "digits-cfg":
         path = train_digits_cfg(args.p_uncond, args.steps, args.out, args.run_dir, args.seed,
-                                sample_every=args.sample_every)
+                                sample_every=args.sample_every, snapshot_every=args.snapshot_every, init=args.init)
     else:
         path = train_digits(args.loss, args.steps, args.out, args.run_dir, args.seed, sample_every=args.sample_every,
                             snapshot_every=args.snapshot_every)

@@ -93,3 +93,22 @@ def test_folder_recipe_refuses_label_dropout_on_a_flat_folder(tmp_path, capsys) 
         recipes.main(["folder", "--data", str(tmp_path), "--image-size", "16", "--p-uncond", "0.1",
                       "--out", str(tmp_path / "m.safetensors")])
     assert "needs one sub-folder per class" in capsys.readouterr().err
+
+
+def test_cfg_fine_tuning_starts_as_the_unconditional_model() -> None:
+    from dataclasses import replace
+
+    from glide_edu.nn.unet import UNetModel
+    from glide_edu.pretrained import load_small_checkpoint, shipped_checkpoint
+
+    unet_cfg, _ = recipes.digits_configs("hybrid")
+    model = UNetModel(replace(unet_cfg, num_classes=recipes.NULL_LABEL + 1)).eval()
+    recipes.init_from(model, shipped_checkpoint("digits_hybrid"))
+    base, _, _ = load_small_checkpoint(shipped_checkpoint("digits_hybrid"))
+    x, t = torch.randn(4, 1, 16, 16, generator=torch.Generator().manual_seed(0)), torch.tensor([5, 100, 500, 900])
+    with torch.no_grad():
+        for label in (0, 7, recipes.NULL_LABEL):  # every label, and the null label, give the unconditional output
+            torch.testing.assert_close(model(x, t, y=torch.full((4,), label)), base(x, t))
+    with pytest.raises(ValueError, match="does not fit"):
+        wider = UNetModel(replace(unet_cfg, model_channels=64, num_classes=11))
+        recipes.init_from(wider, shipped_checkpoint("digits_hybrid"))
