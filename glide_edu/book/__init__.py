@@ -18,8 +18,8 @@ __all__ = ["REGENERABLE", "chapter_parser", "regenerate"]
 
 # chapter → what its regeneration writes (each module defines ``regenerate(argv)``)
 REGENERABLE = {
-    "ch03": "data/results/digits_convergence.json — FID-proxy of the shipped models against training steps",
-    "ch04": "data/results/digits_sampling.json (+ _seed1, _seed2) — samplers × steps, bits/dim",
+    "ch03": "data/results/digits_convergence.json (training curves; --ema: digits_ema.json, the EMA comparison)",
+    "ch04": "data/results/digits_sampling.json (samplers × steps × seeds, bits/dim; --grids: the widget's samples)",
     "ch05": "data/results/classifier_guidance.json — the guidance-scale sweep",
     "ch06": "data/results/digits_cfg.json — the classifier-free guidance sweep",
 }

@@ -10,6 +10,9 @@ from glide_edu.book import REGENERABLE, regenerate
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if len(argv) >= 2 and argv[0] == "regenerate" and argv[1] in REGENERABLE:
+        regenerate(argv[1], argv[2:])  # the chapter's own options, --help included
+        return 0
     parser = argparse.ArgumentParser(
         prog="python -m glide_edu.book",
         description="Rebuild the precomputed results a chapter reads (data/results/).",
@@ -19,12 +22,9 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("list", help="the chapters with precomputed results and what each writes")
     regen = sub.add_parser("regenerate", help="rebuild one chapter's results (options: regenerate chNN --help)")
     regen.add_argument("chapter", choices=sorted(REGENERABLE))
-    args, rest = parser.parse_known_args(argv)
-    if args.command == "list":
-        for chapter, what in REGENERABLE.items():
-            print(f"{chapter}: {what}")
-        return 0
-    regenerate(args.chapter, rest)
+    parser.parse_args(argv)  # only errors and help reach this line for "regenerate"
+    for chapter, what in REGENERABLE.items():
+        print(f"{chapter}: {what}")
     return 0
 
 
