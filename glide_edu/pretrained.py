@@ -88,3 +88,17 @@ def shipped_checkpoint(name: str) -> Path:
         available = sorted(p.stem for p in CHECKPOINT_DIR.glob("*.safetensors"))
         raise FileNotFoundError(f"no shipped checkpoint {name!r}; available: {', '.join(available) or 'none'}")
     return path
+
+
+def snapshots(run_dir: str | os.PathLike) -> dict[int, Path]:
+    """{step: path} of the EMA snapshots a training run kept (``TrainConfig.snapshot_every``): the small
+    checkpoints ``<run_dir>/snapshots/ema-step-<step>.safetensors``, in step order."""
+    folder = Path(run_dir) / "snapshots"
+    found = {}
+    for path in folder.glob("ema-step-*.safetensors"):
+        step = path.name[len("ema-step-"):-len(".safetensors")]
+        if step.isdigit():
+            found[int(step)] = path
+    if not found:
+        raise FileNotFoundError(f"no EMA snapshots in {folder}; train with --run-dir … --snapshot-every N first")
+    return dict(sorted(found.items()))

@@ -10,6 +10,7 @@ import torch
 from glide_edu.book import ch03
 from glide_edu.data import load_digits
 from glide_edu.nn.unet import UNetConfig, UNetModel
+from glide_edu.pretrained import snapshots
 from glide_edu.respace import create_diffusion
 from glide_edu.train import TrainConfig, Trainer
 
@@ -37,13 +38,13 @@ def test_copy_ratio_tells_copies_from_new_images() -> None:
 
 
 def test_curve_rows_per_snapshot_and_seed(run_dir, tmp_path) -> None:
-    assert list(ch03.snapshots(run_dir)) == [2, 4]
+    assert list(snapshots(run_dir)) == [2, 4]
     res = ch03.training_curve({"simple": run_dir}, every=4, n=8, sampling_steps=2, seeds=(0, 1), progress=False)
     rows = res["curves"]["simple"]
     assert [(r["step"], r["seed"]) for r in rows] == [(2, 0), (2, 1), (4, 0), (4, 1)]  # first snapshot + every 4
     assert {"fid_proxy", "fid_proxy_test", "precision", "recall", "copy_ratio"} <= set(rows[0])
     assert rows[0]["fid_proxy"] != rows[1]["fid_proxy"]  # seeds draw different noise
-    again = ch03.snapshot_quality(ch03.snapshots(run_dir)[2], n=8, sampling_steps=2, seed=0)
+    again = ch03.snapshot_quality(snapshots(run_dir)[2], n=8, sampling_steps=2, seed=0)
     assert round(again["fid_proxy"], 4) == rows[0]["fid_proxy"]  # deterministic
     summary = ch03.curve_summary(rows)
     mean, half = summary[2]
@@ -53,7 +54,7 @@ def test_curve_rows_per_snapshot_and_seed(run_dir, tmp_path) -> None:
 
 def test_missing_snapshots_are_a_one_line_error(tmp_path) -> None:
     with pytest.raises(FileNotFoundError, match="--snapshot-every"):
-        ch03.snapshots(tmp_path)
+        snapshots(tmp_path)
 
 
 def test_eps_slope_measures_how_much_of_the_noise_is_predicted() -> None:
@@ -72,7 +73,7 @@ def test_eps_slope_measures_how_much_of_the_noise_is_predicted() -> None:
 
 
 def test_ema_comparison_rows(run_dir) -> None:
-    snaps = ch03.snapshots(run_dir)
+    snaps = snapshots(run_dir)
     res = ch03.ema_comparison({"a": snaps[2], "b": snaps[4]}, n=8, sampling_steps=2, timesteps=(1, 10))
     assert set(res["results"]) == {"a", "b"} and set(res["results"]["a"]) == {"eps_slope", "ancestral", "ddim"}
     assert set(res["results"]["a"]["eps_slope"]) == {"1", "10"}

@@ -88,3 +88,16 @@ def test_cfg_recipe_writes_a_class_conditional_checkpoint(tmp_path) -> None:
     assert meta["model_config"]["num_classes"] == NULL_LABEL + 1 == 11
     assert meta["diffusion_config"]["model_var_type"] == "learned_range"
     assert meta["info"]["p_uncond"] == 0.2 and meta["info"]["command"].endswith("--p-uncond 0.2")
+
+
+def test_fine_tuning_curve_rows(tiny, tmp_path) -> None:
+    import shutil
+
+    (tmp_path / "snapshots").mkdir()
+    for step in (1, 2):
+        shutil.copy(tiny.path, tmp_path / "snapshots" / f"ema-step-{step:07d}.safetensors")
+    res = cx.cfg_training_curve({0.1: tmp_path}, every=2, n=20, steps=2, seeds=(0, 1), scales=(1.0, 3.0))
+    rows = res["curves"]["0.1"]
+    assert [(r["step"], r["scale"], r["seed"]) for r in rows] == [(2, 1.0, 0), (2, 1.0, 1), (2, 3.0, 0), (2, 3.0, 1)]
+    assert {"fid_proxy", "accuracy", "diversity"} <= set(rows[0]) and rows[0]["fid_proxy"] != rows[1]["fid_proxy"]
+    assert res["schema"] == cx.CURVE_SCHEMA and "0.1" in res["provenance"]["checkpoints"]

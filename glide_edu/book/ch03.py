@@ -13,7 +13,6 @@ is the noise of the measurement: a difference between two steps smaller than it 
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -25,7 +24,7 @@ from torch import Tensor
 from glide_edu.book import chapter_parser
 from glide_edu.data import load_digits
 from glide_edu.metrics import fid_proxy, load_feature_net, sample_quality
-from glide_edu.pretrained import load_small_checkpoint, shipped_checkpoint
+from glide_edu.pretrained import load_small_checkpoint, shipped_checkpoint, snapshots
 from glide_edu.respace import create_diffusion
 from glide_edu.results import RESULTS_DIR, checkpoint_provenance, load_results, run_provenance, write_results
 
@@ -40,7 +39,6 @@ __all__ = [
     "REGENERATE",
     "copy_ratio",
     "snapshot_quality",
-    "snapshots",
     "training_curve",
     "load_curve",
     "curve_summary",
@@ -52,7 +50,6 @@ SCHEMA = "glide_edu.digits_convergence/1"
 REGENERATE = "python -m glide_edu.book regenerate ch03"
 EMA_PATH = RESULTS_DIR / "digits_ema.json"
 EMA_SCHEMA = "glide_edu.digits_ema/1"
-_STEP = re.compile(r"ema-step-(\d+)\.safetensors$")
 
 
 def copy_ratio(samples: Tensor, train: Tensor, test: Tensor) -> float:
@@ -79,15 +76,6 @@ def snapshot_quality(path: str | Path, n: int = 500, sampling_steps: int = 50, s
     out["fid_proxy_test"] = fid_proxy(test, samples, net)
     out["copy_ratio"] = copy_ratio(samples, train, test)
     return out
-
-
-def snapshots(run_dir: str | Path) -> dict[int, Path]:
-    """{step: path} of the EMA snapshots a run kept (``<run_dir>/snapshots/ema-step-<step>.safetensors``)."""
-    folder = Path(run_dir) / "snapshots"
-    found = {int(m.group(1)): p for p in folder.glob("ema-step-*.safetensors") if (m := _STEP.search(p.name))}
-    if not found:
-        raise FileNotFoundError(f"no EMA snapshots in {folder}; train with --run-dir … --snapshot-every N first")
-    return dict(sorted(found.items()))
 
 
 def training_curve(

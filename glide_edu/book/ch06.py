@@ -28,7 +28,7 @@ from glide_edu.book import chapter_parser
 from glide_edu.data import load_digits
 from glide_edu.guidance import check_guidance_scale, sample_cfg
 from glide_edu.metrics import DigitFeatureNet, classifier_accuracy, diversity, guided_sample_quality, load_feature_net
-from glide_edu.pretrained import load_small_checkpoint, shipped_checkpoint
+from glide_edu.pretrained import load_small_checkpoint, shipped_checkpoint, snapshots
 from glide_edu.recipes import NULL_LABEL, cfg_checkpoint_name
 from glide_edu.respace import create_diffusion
 from glide_edu.results import (
@@ -50,6 +50,8 @@ __all__ = [
     "cfg_sweep",
     "load_cfg_model",
     "load_cfg_results",
+    "cfg_training_curve",
+    "load_cfg_curve",
     "regenerate",
 ]
 
@@ -177,6 +179,43 @@ def cfg_grid(
     return samples, {"accuracy": classifier_accuracy(net, clipped, labels), "diversity": diversity(clipped, net)}
 
 
+CURVE_PATH = RESULTS_DIR / "digits_cfg_convergence.json"
+CURVE_SCHEMA = "glide_edu.digits_cfg_convergence/1"
+
+
+def cfg_training_curve(runs: Mapping[float, str | Path], every: int = 1000, n: int = 500, steps: int = 25,
+                       seeds: Sequence[int] = (0, 1), scales: Sequence[float] = (1.0, 3.0)) -> dict[str, Any]:
+    """The fine-tuning curve of the class-conditional models: for EMA snapshots of each run (p_uncond → run
+    folder), class-balanced samples at each guidance scale, measured like the sweep, for every seed."""
+    start = time.perf_counter()
+    real = load_digits(16, "train")[0]
+    net = load_feature_net()
+    labels = torch.arange(n) % 10
+    curves: dict[str, list[dict[str, Any]]] = {}
+    for p, run_dir in runs.items():
+        rows = []
+        for step, path in snapshots(run_dir).items():
+            if step % every:
+                continue
+            cm = CfgModel(path)
+            for s in scales:
+                for seed in seeds:
+                    q = guided_sample_quality(real, cfg_samples(cm, labels, s, steps, "ancestral", seed), labels, net)
+                    rows.append({"step": step, "scale": s, "seed": seed, **{k: round(v, 4) for k, v in q.items()}})
+        curves[f"{p:g}"] = rows
+    shipped = {f"{p:g}": shipped_checkpoint(cfg_checkpoint_name(p)) for p in runs}
+    return {"schema": CURVE_SCHEMA, "config": {"n_samples": n, "steps": steps, "seeds": list(seeds),
+                                               "scales": list(scales), "every": every},
+            "curves": curves,
+            "provenance": run_provenance(REGENERATE + " --curve …", start,
+                                         checkpoints={k: checkpoint_provenance(v) for k, v in shipped.items()})}
+
+
+def load_cfg_curve(path: str | Path = CURVE_PATH, check_checkpoints: bool = True) -> dict[str, Any]:
+    """Read ``digits_cfg_convergence.json``; refuse it if its final models are not the shipped ones."""
+    return load_results(path, CURVE_SCHEMA, REGENERATE + " --curve …", check_checkpoints)
+
+
 def regenerate(argv: list[str] | None = None) -> None:
     """``python -m glide_edu.book regenerate ch06 [options]``: the CFG sweep → digits_cfg.json."""
     parser = chapter_parser("ch06", __doc__)
@@ -185,7 +224,14 @@ def regenerate(argv: list[str] | None = None) -> None:
     parser.add_argument("--n-samples", type=int, default=200)
     parser.add_argument("--steps", type=int, default=25)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path, default=CFG_RESULTS_PATH)
+    parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--curve", action="append", default=[], metavar="P=DIR",
+                        help="instead of the sweep: the fine-tuning curve of run DIR (p_uncond P), e.g. 0.1=runs/cfg10")
     args = parser.parse_args(argv)
+    if args.curve:
+        runs = {float(item.partition("=")[0]): item.partition("=")[2] for item in args.curve}
+        results = cfg_training_curve(runs)
+        print(f"wrote {write_results(results, args.out or CURVE_PATH)}")
+        return
     results = cfg_sweep(args.scales, args.p_unconds, args.n_samples, args.steps, args.seed)
-    print(f"wrote {write_results(results, args.out)} in {results['provenance']['seconds']} s")
+    print(f"wrote {write_results(results, args.out or CFG_RESULTS_PATH)} in {results['provenance']['seconds']} s")
