@@ -271,7 +271,7 @@ def main(argv: list[str] | None = None) -> None:
     noise_flag = clf.add_mutually_exclusive_group(required=True)
     noise_flag.add_argument("--noised", action="store_true", help="train on q_sample(x_0, t), t uniform")
     noise_flag.add_argument("--clean", action="store_true", help="the control: clean x_0, t = 0 only")
-    clf.add_argument("--steps", type=int, default=None, help="default 2000 (--noised) or 1000 (--clean)")
+    clf.add_argument("--steps", type=int, default=None, help="default 6000 (--noised) or 1000 (--clean)")
     clf.add_argument("--out", type=Path, default=None, help="default data/checkpoints/digits_classifier_<noisy|clean>")
     clf.add_argument("--threads", type=int, default=None)
     clf.add_argument("--seed", type=int, default=0)
