@@ -43,6 +43,7 @@ def test_curve_rows_per_snapshot_and_seed(run_dir, tmp_path) -> None:
     rows = res["curves"]["simple"]
     assert [(r["step"], r["seed"]) for r in rows] == [(2, 0), (2, 1), (4, 0), (4, 1)]  # first snapshot + every 4
     assert {"fid_proxy", "fid_proxy_test", "precision", "recall", "copy_ratio"} <= set(rows[0])
+    assert len(res["reference_training_digits"]["fid_proxy_test"]) == 3
     assert rows[0]["fid_proxy"] != rows[1]["fid_proxy"]  # seeds draw different noise
     again = ch03.snapshot_quality(snapshots(run_dir)[2], n=8, sampling_steps=2, seed=0)
     assert round(again["fid_proxy"], 4) == rows[0]["fid_proxy"]  # deterministic

@@ -38,6 +38,7 @@ __all__ = [
     "SCHEMA",
     "REGENERATE",
     "copy_ratio",
+    "real_reference",
     "snapshot_quality",
     "training_curve",
     "load_curve",
@@ -78,6 +79,19 @@ def snapshot_quality(path: str | Path, n: int = 500, sampling_steps: int = 50, s
     return out
 
 
+def real_reference(n: int = 500, seeds: Sequence[int] = (0, 1, 2)) -> dict[str, list[float]]:
+    """What real data scores at the same sample size: ``n`` random *training* digits measured like the samples
+    (FID-proxy against the held-out test digits, and against all training digits — which they are part of)."""
+    train, test = load_digits(16, "train")[0], load_digits(16, "test")[0]
+    net = load_feature_net()
+    out: dict[str, list[float]] = {"fid_proxy_test": [], "fid_proxy": []}
+    for seed in seeds:
+        subset = train[torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))[:n]]
+        out["fid_proxy_test"].append(round(fid_proxy(test, subset, net), 4))
+        out["fid_proxy"].append(round(fid_proxy(train, subset, net), 4))
+    return out
+
+
 def training_curve(
     runs: Mapping[str, str | Path],
     every: int = 2000,
@@ -108,6 +122,7 @@ def training_curve(
                    "sampler": "ancestral with the model's own Σ, respaced", "real": "training digits (1,438)",
                    "weights": "EMA snapshots of the recipe's run"},
         "curves": curves,
+        "reference_training_digits": real_reference(n),
         "provenance": run_provenance(
             REGENERATE + " " + " ".join(f"--run {k}=<run dir>" for k in runs), start,
             checkpoints={name: checkpoint_provenance(path) for name, path in shipped.items()},
