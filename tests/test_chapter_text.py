@@ -39,3 +39,42 @@ def test_the_guard_catches_a_repeat() -> None:
     para = "A paragraph long enough to count, " * 5
     assert len(_prose_paragraphs(f"{para}\n\nother\n\n{para}\n")) == 3
     assert _prose_paragraphs("x\n\n```{code-cell} ipython3\nskip me\n```\n\ny") == ["x", "y"]
+
+
+# ------------------------------------------------------------------ measured times quoted in chapter headers
+ROOT = Path(__file__).resolve().parent.parent
+# chapter → its precomputed results file (provenance "seconds" is the measured regeneration time)
+REGENERATED = {
+    "04_hybrid_loss.md": ("ch04", "digits_sampling.json"),
+    "05_classifier_guidance.md": ("ch05", "classifier_guidance.json"),
+    "06_classifier_free_guidance.md": ("ch06", "digits_cfg.json"),
+}
+_QUOTE = r"≈ (\d+(?:\.\d+)?) (min|s) by `python -m glide_edu\.book regenerate {chapter}`"
+
+
+def _header(chapter: Path) -> str:
+    text = chapter.read_text(encoding="utf-8")
+    return " ".join(text[: text.index("\n## ")].split())  # everything before the first section, one line
+
+
+def quoted_seconds(header: str, chapter_key: str) -> float | None:
+    """The regeneration time a header quotes for ``regenerate chNN``, in seconds (None when it quotes none)."""
+    m = re.search(_QUOTE.format(chapter=chapter_key), header)
+    return None if m is None else float(m.group(1)) * (60 if m.group(2) == "min" else 1)
+
+
+@pytest.mark.parametrize("name", sorted(REGENERATED))
+def test_header_quotes_the_measured_regeneration_time(name: str) -> None:
+    import json
+
+    chapter_key, results = REGENERATED[name]
+    quoted = quoted_seconds(_header(ROOT / "chapters" / name), chapter_key)
+    assert quoted is not None, f"{name}: the header must quote the regeneration time as '≈ N min by `…`'"
+    measured = json.loads((ROOT / "data" / "results" / results).read_text(encoding="utf-8"))["provenance"]["seconds"]
+    assert abs(quoted - measured) <= max(60.0, 0.2 * measured), (name, quoted, measured)
+
+
+def test_the_time_quote_is_parsed() -> None:
+    header = "precomputed in ≈ 27 min by `python -m glide_edu.book regenerate ch04` and more"
+    assert quoted_seconds(header, "ch04") == 27 * 60 and quoted_seconds(header, "ch05") is None
+    assert quoted_seconds("≈ 40 s by `python -m glide_edu.book regenerate ch05`", "ch05") == 40
