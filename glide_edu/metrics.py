@@ -17,6 +17,7 @@ recall the fraction of real features inside at least one generated ball (coverag
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -126,15 +127,27 @@ def fid_proxy(real: Tensor, fake: Tensor, net: DigitFeatureNet | None = None) ->
     Computed by torchmetrics' FrechetInceptionDistance with :class:`DigitFeatureNet` as the feature
     extractor — an FID-*proxy*, not Inception-FID (see the module docstring).
     """
+    return fid_proxies(real, [fake], net)[0]
+
+
+@torch.no_grad()
+def fid_proxies(real: Tensor, fakes: Sequence[Tensor], net: DigitFeatureNet | None = None) -> list[float]:
+    """:func:`fid_proxy` of each set in ``fakes`` against one ``real`` set, whose statistics are computed once."""
     from torchmetrics.image.fid import FrechetInceptionDistance
 
-    for name, images in (("real", real), ("fake", fake)):
+    for name, images in (("real", real), *(("fake", f) for f in fakes)):
         if images.ndim != 4 or images.shape[0] < 2:
             raise ValueError(f"{name} images must be (N >= 2, C, H, W), got {tuple(images.shape)}")
-    metric = FrechetInceptionDistance(feature=net or load_feature_net(), normalize=True, input_img_size=(1, 16, 16))
+    metric = FrechetInceptionDistance(
+        feature=net or load_feature_net(), normalize=True, input_img_size=(1, 16, 16), reset_real_features=False
+    )
     metric.update(((real.clamp(-1, 1) + 1) / 2).float(), real=True)
-    metric.update(((fake.clamp(-1, 1) + 1) / 2).float(), real=False)
-    return float(metric.compute())
+    scores = []
+    for fake in fakes:
+        metric.reset()  # forgets the fake statistics only (reset_real_features=False)
+        metric.update(((fake.clamp(-1, 1) + 1) / 2).float(), real=False)
+        scores.append(float(metric.compute()))
+    return scores
 
 
 def _kth_neighbour_radii(feats: Tensor, k: int) -> Tensor:

@@ -6,7 +6,14 @@ import pytest
 import torch
 
 from glide_edu.data import load_digits
-from glide_edu.metrics import classifier_accuracy, fid_proxy, load_feature_net, precision_recall, sample_quality
+from glide_edu.metrics import (
+    classifier_accuracy,
+    fid_proxies,
+    fid_proxy,
+    load_feature_net,
+    precision_recall,
+    sample_quality,
+)
 from glide_edu.nn.unet import UNetConfig, UNetModel
 from glide_edu.pretrained import load_small_checkpoint, read_metadata, save_small_checkpoint
 
@@ -42,6 +49,31 @@ def test_shipped_feature_net_and_fid_proxy_order_sensible_cases() -> None:
         fid_proxy(real, held_out[:1], net)
     with pytest.raises(ValueError, match=r"\(N, 1, 16, 16\)"):
         net.features(torch.zeros(2, 3, 8, 8))
+
+
+def test_fid_proxies_equal_one_fid_proxy_per_set() -> None:
+    """The real statistics are computed once; every fake set must still get its own, independent score."""
+    net = load_feature_net()
+    real, _ = load_digits(16, "train")
+    test_x, _ = load_digits(16, "test")
+    blurred = torch.nn.functional.avg_pool2d(test_x, 3, 1, 1)
+    fakes = [test_x[:200], blurred[:200], test_x[100:300]]
+    many = fid_proxies(real, fakes, net)
+    one = [fid_proxy(real, f, net) for f in fakes]
+    assert many == pytest.approx(one, rel=1e-5)
+    assert many[1] > many[0] + 5  # the blurred set is not scored with the first set's statistics
+    with pytest.raises(ValueError, match="fake images must be"):
+        fid_proxies(real, [test_x, test_x[:1]], net)
+
+
+def test_class_balance_fid_measures_the_histogram_cost() -> None:
+    from glide_edu.book import ch05
+
+    skewed, balanced = ch05.class_balance_fid([28, 5, 33, 5, 33, 5, 32, 5, 41, 13], n_draws=3)
+    assert len(skewed) == len(balanced) == 3
+    assert min(skewed) > max(balanced) + 10  # a lopsided histogram of real digits costs the FID-proxy a lot
+    with pytest.raises(ValueError, match="too few digits of class 0"):
+        ch05.class_balance_fid([500, 0, 0, 0, 0, 0, 0, 0, 0, 0])
 
 
 def test_small_checkpoint_round_trip_and_bad_files(tmp_path) -> None:

@@ -23,7 +23,7 @@ from glide_edu.book import chapter_parser
 from glide_edu.data import load_digits
 from glide_edu.diffusion import GaussianDiffusion
 from glide_edu.guidance import check_guidance_scale, guided_samples
-from glide_edu.metrics import diversity, guided_sample_quality, load_feature_net
+from glide_edu.metrics import diversity, fid_proxies, guided_sample_quality, load_feature_net
 from glide_edu.nn.classifier import EncoderUNetModel
 from glide_edu.pretrained import load_small_checkpoint, shipped_checkpoint
 from glide_edu.respace import create_diffusion
@@ -42,6 +42,7 @@ __all__ = [
     "RESULTS_PATH",
     "REGENERATE",
     "sweep",
+    "class_balance_fid",
     "load_sweep",
     "format_sweep",
     "ExplorerModels",
@@ -85,7 +86,8 @@ def sweep(
     respaced steps. Metrics (:func:`glide_edu.metrics.guided_sample_quality`) against the training digits:
     FID-proxy, precision, recall, accuracy of the separately trained evaluation net, within-class
     diversity; plus ``guide_accuracy``, how often the *guiding* classifier (shown the final samples at t = 0)
-    agrees with the target. s = 0 is one unguided run shared by both classifiers.
+    agrees with the target, and ``class_counts``, the samples' class histogram as the evaluation net reads it.
+    s = 0 is one unguided run shared by both classifiers.
     """
     start = time.perf_counter()
     model, diffusion, model_path = load_sampling_model(steps)
@@ -111,7 +113,9 @@ def sweep(
             with torch.no_grad():
                 guide_pred = clf(samples, torch.zeros(n, dtype=torch.long)).argmax(1)
                 row["guide_accuracy"] = float((guide_pred == labels).float().mean())
+                eval_pred = net.logits(samples).argmax(1)
             row = {k: round(v, 4) for k, v in row.items()}
+            row["class_counts"] = torch.bincount(eval_pred, minlength=10).tolist()  # as the evaluation net reads them
             results[name][f"{s:g}"] = row
             if s == 0:
                 unguided = row
@@ -142,6 +146,34 @@ def sweep(
         "results": results,
         "reference_test_digits": reference,
     }
+
+
+def class_balance_fid(
+    counts: Sequence[int], n_draws: int = 10, seed: int = 0
+) -> tuple[list[float], list[float]]:
+    """FID-proxy of *real* test digits drawn with a given class histogram, and of balanced draws of the same size.
+
+    Each draw picks ``counts[c]`` distinct test digits of class c (without replacement) — the other draw
+    ``sum(counts) // 10`` of each class — and scores them against the training digits. The difference
+    between the two lists is what the class histogram alone costs the FID-proxy, with the images real.
+    """
+    x_test, y_test = load_digits(16, "test")
+    real, _ = load_digits(16, "train")
+    net = load_feature_net()
+    pools = [(y_test == c).nonzero().flatten() for c in range(10)]
+    balanced = [sum(counts) // 10] * 10
+    for want in (counts, balanced):
+        short = [c for c in range(10) if want[c] > len(pools[c])]
+        if short:
+            raise ValueError(f"the test set has too few digits of class {short[0]} for this histogram; lower its count")
+    g = torch.Generator().manual_seed(seed)
+    draws: tuple[list[Tensor], list[Tensor]] = ([], [])
+    for _ in range(n_draws):
+        for sets, want in zip(draws, (counts, balanced), strict=True):
+            idx = torch.cat([pools[c][torch.randperm(len(pools[c]), generator=g)[: want[c]]] for c in range(10)])
+            sets.append(x_test[idx])
+    scores = fid_proxies(real, draws[0] + draws[1], net)
+    return scores[:n_draws], scores[n_draws:]
 
 
 def load_sweep(path: str | Path = RESULTS_PATH, check_checkpoints: bool = True) -> dict[str, Any]:
