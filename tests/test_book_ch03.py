@@ -53,6 +53,16 @@ def test_curve_rows_per_snapshot_and_seed(run_dir, tmp_path) -> None:
     assert half == pytest.approx(abs(rows[0]["fid_proxy"] - rows[1]["fid_proxy"]) / 2)
 
 
+def test_plateau_step_is_where_the_curve_stays_within_its_noise() -> None:
+    falling = {1000: (20.0, 0.5), 2000: (15.0, 0.5), 3000: (12.0, 0.5), 4000: (10.0, 0.5)}
+    assert ch03.plateau_step(falling) is None  # still falling by more than the noise at every step
+    flat_late = {1000: (20.0, 0.5), 2000: (12.0, 0.5), 3000: (11.4, 0.5), 4000: (11.8, 0.4), 5000: (11.2, 0.6)}
+    assert ch03.plateau_step(flat_late) == 2000  # 2000 → every later mean within 0.5 + their half-range
+    noisy = {1000: (20.0, 3.0), 2000: (16.0, 3.0), 3000: (15.0, 0.1)}
+    assert ch03.plateau_step(noisy) == 2000  # wide seed spread: 2000 and 3000 cannot be told apart, 1000 and 3000 can
+    assert ch03.plateau_step({1000: (5.0, 0.0)}) is None  # one point is not a plateau
+
+
 def test_missing_snapshots_are_a_one_line_error(tmp_path) -> None:
     with pytest.raises(FileNotFoundError, match="--snapshot-every"):
         snapshots(tmp_path)

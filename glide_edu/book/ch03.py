@@ -43,6 +43,7 @@ __all__ = [
     "training_curve",
     "load_curve",
     "curve_summary",
+    "plateau_step",
     "regenerate",
 ]
 
@@ -141,6 +142,18 @@ def curve_summary(rows: Sequence[Mapping[str, Any]], metric: str = "fid_proxy") 
     for row in rows:
         by_step.setdefault(int(row["step"]), []).append(float(row[metric]))
     return {s: (sum(v) / len(v), (max(v) - min(v)) / 2) for s, v in sorted(by_step.items())}
+
+
+def plateau_step(summary: Mapping[int, tuple[float, float]]) -> int | None:
+    """The first step from which the curve stays flat within its noise: every *later* step's mean lies within the
+    two half-ranges of this step's mean. ``summary`` is :func:`curve_summary`'s output. ``None`` when no step
+    before the last one qualifies — the curve has not yet flattened (the last step alone proves nothing)."""
+    steps = sorted(summary)
+    for i, k in enumerate(steps[:-1]):
+        mean_k, half_k = summary[k]
+        if all(abs(summary[j][0] - mean_k) <= summary[j][1] + half_k for j in steps[i + 1:]):
+            return k
+    return None
 
 
 @torch.no_grad()

@@ -185,7 +185,7 @@ CURVE_SCHEMA = "glide_edu.digits_cfg_convergence/1"
 
 def cfg_training_curve(runs: Mapping[float, str | Path], every: int = 1000, n: int = 500, steps: int = 25,
                        seeds: Sequence[int] = (0, 1), scales: Sequence[float] = (1.0, 3.0)) -> dict[str, Any]:
-    """The fine-tuning curve of the class-conditional models: for EMA snapshots of each run (p_uncond → run
+    """The training curve of the class-conditional models: for EMA snapshots of each run (p_uncond → run
     folder), class-balanced samples at each guidance scale, measured like the sweep, for every seed."""
     start = time.perf_counter()
     real = load_digits(16, "train")[0]
@@ -226,7 +226,8 @@ def regenerate(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--curve", action="append", default=[], metavar="P=DIR",
-                        help="instead of the sweep: the fine-tuning curve of run DIR (p_uncond P), e.g. 0.1=runs/cfg10")
+                        help="instead of the sweep: the training curve of run DIR (p_uncond P; a run of recipes "
+                             "digits-cfg with --snapshot-every), e.g. 0.1=runs/cfg10")
     args = parser.parse_args(argv)
     if args.curve:
         runs = {float(item.partition("=")[0]): item.partition("=")[2] for item in args.curve}
