@@ -66,16 +66,6 @@ def test_fid_proxies_equal_one_fid_proxy_per_set() -> None:
         fid_proxies(real, [test_x, test_x[:1]], net)
 
 
-def test_class_balance_fid_measures_the_histogram_cost() -> None:
-    from glide_edu.book import ch05
-
-    skewed, balanced = ch05.class_balance_fid([28, 5, 33, 5, 33, 5, 32, 5, 41, 13], n_draws=3)
-    assert len(skewed) == len(balanced) == 3
-    assert min(skewed) > max(balanced) + 10  # a lopsided histogram of real digits costs the FID-proxy a lot
-    with pytest.raises(ValueError, match="too few digits of class 0"):
-        ch05.class_balance_fid([500, 0, 0, 0, 0, 0, 0, 0, 0, 0])
-
-
 def test_small_checkpoint_round_trip_and_bad_files(tmp_path) -> None:
     cfg = UNetConfig(
         image_size=16,
