@@ -225,7 +225,8 @@ def regenerate(argv: list[str] | None = None) -> None:
     parser.add_argument("--steps", type=int, default=25)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=None)
-    parser.add_argument("--curve-every", type=int, default=1000, help="measure the snapshots whose step is a multiple of this")
+    parser.add_argument("--curve-every", type=int, default=1000,
+                        help="measure the snapshots whose step is a multiple of this")
     parser.add_argument("--curve", action="append", default=[], metavar="P=DIR",
                         help="instead of the sweep: the training curve of run DIR (p_uncond P; a run of recipes "
                              "digits-cfg with --snapshot-every), e.g. 0.1=runs/cfg10")

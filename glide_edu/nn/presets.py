@@ -54,6 +54,7 @@ def glide_configs(options: dict[str, Any]) -> tuple[UNetConfig, TextConfig]:
         xf_heads=int(options["xf_heads"]),
         xf_final_ln=bool(options.get("xf_final_ln", True)),
         xf_padding=bool(options.get("xf_padding", True)),
+        n_vocab=int(options.get("n_vocab", 50257)),  # GPT-2's; the book's miniature uses 257 (bytes)
     )
     return unet, text
 
