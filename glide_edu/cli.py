@@ -43,6 +43,7 @@ speed:
   picture (try --steps 25 --upsample-steps 10 for a quick look; --no-upsample stops at 64x64).
 
 examples:
+  glide-edu sample --model mini "a red apple" --batch-size 4   (the book's miniature: offline, seconds)
   glide-edu sample "an oil painting of a corgi" --guidance-scale 3 --out corgi.png
   glide-edu sample "a red cube on a blue sphere" --batch-size 4 --seed 0 --device cuda --fp16
   glide-edu inpaint "a corgi in a field" --image grass.png --mask mask.png --out corgi_field.png
@@ -220,6 +221,11 @@ def build_parser() -> argparse.ArgumentParser:
         "sample", help="text -> image", description=DESCRIPTION, epilog=EPILOG, formatter_class=formatter
     )
     _common(sample, 3.0, cfg_help, "sample.png")
+    sample.add_argument("--model", choices=["official", "mini"], default="official",
+                        help="official: the released GLIDE (filtered); mini: the book's 32x32 miniature, shipped "
+                             "with glide-edu (offline, seconds on a CPU; emoji and shapes)")
+    sample.add_argument("--model-file", type=Path, default=None,
+                        help="with --model mini: another GLIDE file in the small format (default: the shipped one)")
     inpaint = modes.add_parser(
         "inpaint", help="repaint part of an image", description=DESCRIPTION, epilog=EPILOG, formatter_class=formatter
     )
@@ -302,6 +308,8 @@ def run(args: argparse.Namespace, registry: Mapping[str, Any] | None = None, tok
     from glide_edu.pipelines.loading import default_tokenizer
 
     progress = not args.quiet
+    if getattr(args, "model", "official") == "mini":
+        return _run_mini(args, progress)
     inputs = _read_inputs(args) if args.mode == "inpaint" else ()
     if tokenizer is None:
         tokenizer = default_tokenizer(args.vocab_dir, cache_dir=args.cache_dir, progress=progress)
@@ -333,6 +341,20 @@ def run(args: argparse.Namespace, registry: Mapping[str, Any] | None = None, tok
     return atomic_write(args.out, lambda tmp: grid.save(tmp, format=fmt))
 
 
+def _run_mini(args: argparse.Namespace, progress: bool) -> Path:
+    """``sample --model mini``: the shipped miniature through the same Text2ImPipeline (no upsampler)."""
+    from glide_edu.fileio import atomic_write
+    from glide_edu.pipelines.mini import mini_text2im
+
+    pipeline = mini_text2im(args.model_file, args.device)
+    if args.fp16:
+        raise ValueError("--fp16 is for the released models on a GPU; the miniature runs in float32 (or --bf16)")
+    out = pipeline(args.prompt, batch_size=args.batch_size, guidance_scale=args.guidance_scale,
+                   respacing=args.steps, seed=args.seed, bf16=args.bf16, progress=progress, upsample=False)
+    grid = _grid(out.images)
+    return atomic_write(args.out, lambda tmp: grid.save(tmp, format=image_formats()[args.out.suffix.lower()]))
+
+
 def main(argv: Sequence[str] | None = None, *, registry: Mapping[str, Any] | None = None, tokenizer: Any = None) -> int:
     """Entry point of ``glide-edu``. ``registry`` / ``tokenizer`` replace the official ones (tests, tiny models).
 
@@ -346,7 +368,11 @@ def main(argv: Sequence[str] | None = None, *, registry: Mapping[str, Any] | Non
     args = parser.parse_args(argv)
     if args.device is None:
         args.device = resolve_device(None)
-    check_memory(args, CHECKPOINTS if registry is None else registry)
+    if getattr(args, "model", "official") == "official":
+        check_memory(args, CHECKPOINTS if registry is None else registry)
+    elif args.model_file is not None and not args.model_file.is_file():
+        usage_error(f"glide-edu {args.mode}", f"--model-file {args.model_file} does not exist; give a .safetensors "
+                    "GLIDE file written by python -m glide_edu.recipes glide-mini, or leave it out")
     try:
         path = run(args, registry, tokenizer)
     except (ValueError, CheckpointError, VocabError, OSError) as err:

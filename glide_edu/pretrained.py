@@ -102,3 +102,36 @@ def snapshots(run_dir: str | os.PathLike) -> dict[int, Path]:
     if not found:
         raise FileNotFoundError(f"no EMA snapshots in {folder}; train with --run-dir … --snapshot-every N first")
     return dict(sorted(found.items()))
+
+
+def save_glide_checkpoint(
+    path: str | os.PathLike,
+    network: nn.Module,
+    options: dict[str, Any],
+    kind: str = "base",
+    info: dict[str, Any] | None = None,
+    dtype: torch.dtype = torch.float16,
+) -> Path:
+    """A text-conditional GLIDE network in the small format: its state dict (the official key names) with
+    GLIDE's option dictionary (``options``, including ``"tokenizer"``) and ``kind`` ("base", "upsample", …)
+    in the metadata, so :func:`load_glide_checkpoint` rebuilds it with
+    :func:`glide_edu.nn.presets.create_glide_model` and loads it with ``strict=True``."""
+    meta = {"kind": f"glide-{kind}", "options": options, "info": info or {}}
+    state = {k: v.detach().to(dtype).contiguous() for k, v in network.state_dict().items()}
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    return atomic_write(path, lambda tmp: save_file(state, tmp, metadata={"glide_edu": json.dumps(meta)}))
+
+
+def load_glide_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[nn.Module, dict, dict]:
+    """(network in eval mode, GLIDE options, metadata) from a file written by :func:`save_glide_checkpoint`."""
+    from glide_edu.nn.presets import create_glide_model
+
+    meta = read_metadata(path)
+    if not str(meta.get("kind", "")).startswith("glide-"):
+        raise ValueError(f"{path} holds a {meta.get('kind')!r} model, not a GLIDE network; load it with "
+                         "load_small_checkpoint")
+    network = create_glide_model(meta["options"])
+    with safe_open(Path(path), framework="pt") as f:
+        state = {k: f.get_tensor(k).float() for k in f.keys()}
+    network.load_state_dict(state, strict=True)
+    return network.to(device).eval(), meta["options"], meta

@@ -273,21 +273,23 @@ class Trainer:
         bar.close()
         return self.history
 
+    def grid_kwargs(self, n: int) -> dict[str, Tensor]:
+        """The model inputs of a grid's ``n`` rows: class-conditional runs cycle through the dataset's labels."""
+        classes = torch.unique(self.labels) if self.labels is not None else None
+        return {} if classes is None else {"y": classes[torch.arange(n) % len(classes)]}
+
     @torch.no_grad()
     def sample_grid(self) -> Tensor:
         """x_0 ~ p_θ from the EMA model: ``sample_count`` images, ``sample_steps`` respaced ancestral steps.
 
         The noise comes from its own generator (seed + 1), the same at every call, so grids of successive steps
-        differ only by training; class-conditional runs cycle through the dataset's labels.
+        differ only by training (conditioning: :meth:`grid_kwargs`).
         """
         from glide_edu.plotting import make_grid, to_pil
 
         cfg = self.config
         n, shape = cfg.sample_count, (cfg.sample_count, *self.images.shape[1:])
-        kwargs = {}
-        if self.labels is not None:
-            classes = torch.unique(self.labels)
-            kwargs["y"] = classes[torch.arange(n) % len(classes)]
+        kwargs = self.grid_kwargs(n)
         model, was_training = self.ema_model, self.ema_model.training
         model.eval()
         gen = torch.Generator().manual_seed(cfg.seed + 1)

@@ -1,0 +1,156 @@
+"""Training a text-conditional GLIDE network — GLIDE's recipe at the book's scale ("GLIDE in miniature").
+
+:class:`TextTrainer` is :class:`glide_edu.train.Trainer` with captions instead of class labels: each batch
+carries GLIDE's ``tokens`` and ``mask``, and with probability ``p_uncond`` a caption is replaced by the empty
+one (all padding, all-False mask) — GLIDE's fine-tuning recipe ("20 % of the captions replaced by the empty
+sequence"), which makes one network both ε(x_t | c) and ε(x_t | ∅) for classifier-free guidance.
+
+The miniature (:data:`MINI_OPTIONS`) has the released base model's structure and option names — ADM UNet
+with scale-shift norm, GLIDE's caption transformer with padding embedding, its last-token projection added
+to the timestep embedding and per-layer ``encoder_kv`` — at a width a CPU trains, on the book's emoji and
+shapes (:mod:`glide_edu.captions`), 32×32, with byte-level tokens (no vocabulary file to download).
+
+``python -m glide_edu.recipes glide-mini --run-dir R`` trains it resumably; snapshots and the final file are
+GLIDE checkpoints in the small format (:func:`glide_edu.pretrained.save_glide_checkpoint`).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from glide_edu.captions import book_captions, tokenize_captions
+from glide_edu.diffusion import GaussianDiffusion
+from glide_edu.pretrained import save_glide_checkpoint
+from glide_edu.train import TrainConfig, Trainer
+
+MINI_OPTIONS: dict[str, Any] = {
+    # the UNet (GLIDE's option names; attention at the 16×16 and 8×8 feature maps)
+    "image_size": 32,
+    "num_channels": 64,
+    "num_res_blocks": 2,
+    "channel_mult": "1,2,2",
+    "attention_resolutions": "16,8",
+    "num_heads": 1,
+    "num_head_channels": 64,
+    "num_heads_upsample": -1,
+    "dropout": 0.1,
+    "use_scale_shift_norm": True,
+    "resblock_updown": True,
+    # the caption transformer
+    "text_ctx": 96,
+    "xf_width": 128,
+    "xf_layers": 3,
+    "xf_heads": 4,
+    "xf_final_ln": True,
+    "xf_padding": True,
+    "n_vocab": 257,
+    "tokenizer": "bytes",
+    # the diffusion (the released base model's: 1000 cosine steps, ε with learned-range Σ)
+    "diffusion_steps": 1000,
+    "noise_schedule": "squaredcos_cap_v2",
+}
+MINI_TRAIN = TrainConfig(steps=30000, batch_size=32, lr=3e-4, ema_rate=0.9995, ema_warmup=True, grad_clip=1.0,
+                         loss_type="hybrid", log_every=100, checkpoint_every=250, keep_checkpoints=2)
+P_UNCOND = 0.2
+GRID_PROMPTS = ("red apple", "a grinning face", "a large red circle", "two blue squares",
+                "a small green triangle above a purple square", "a yellow triangle", "a red heart", "")
+
+
+def tokenizer_for(options: dict[str, Any]):
+    """The tokenizer a GLIDE option dictionary names (``"tokenizer"``: "bytes", "gpt2"; default "gpt2")."""
+    from glide_edu import tokenizers
+
+    name = options.get("tokenizer", "gpt2")
+    if name == "bytes":
+        return tokenizers.byte_level_tokenizer()
+    if name == "gpt2":
+        return tokenizers.glide_tokenizer()
+    raise ValueError(f"unknown tokenizer {name!r} in the model's options; use 'bytes' or 'gpt2'")
+
+
+class TextTrainer(Trainer):
+    """Train a text-conditional network on images with caption ``tokens``/``mask`` (N, text_ctx).
+
+    ``weights`` (N,): sampling weights of the examples (default uniform); ``p_uncond``: probability of the
+    empty caption; ``options``: the GLIDE options written into snapshots (needs ``run_dir``).
+    """
+
+    def __init__(self, model: nn.Module, diffusion: GaussianDiffusion, images: Tensor, tokens: Tensor, mask: Tensor,
+                 config: TrainConfig | None = None, *, p_uncond: float = P_UNCOND, weights: Tensor | None = None,
+                 options: dict[str, Any] | None = None, grid_prompts: tuple[Tensor, Tensor] | None = None,
+                 **kwargs: Any) -> None:
+        if tokens.shape != mask.shape or tokens.ndim != 2 or tokens.shape[0] != images.shape[0]:
+            raise ValueError(f"tokens {tuple(tokens.shape)} and mask {tuple(mask.shape)} must both be "
+                             f"({images.shape[0]}, text_ctx): one caption per image")
+        if not 0.0 <= p_uncond < 1.0:
+            raise ValueError(f"p_uncond={p_uncond}: give a probability in [0, 1), e.g. 0.2 as GLIDE")
+        if weights is not None and (weights.shape != (images.shape[0],) or (weights < 0).any() or weights.sum() <= 0):
+            raise ValueError("weights must be (N,) non-negative with a positive sum")
+        self.tokens, self.mask, self.p_uncond, self.weights = tokens, mask.bool(), p_uncond, weights
+        self.options, self.grid_prompts = options, grid_prompts
+        self.empty_token = int(tokens[~mask.bool()].flatten()[0]) if (~mask.bool()).any() else 0
+        super().__init__(model, diffusion, images, config, **kwargs)
+
+    def batch(self) -> tuple[Tensor, dict[str, Tensor]]:
+        n, b = self.images.shape[0], self.config.batch_size
+        if self.weights is None:
+            idx = torch.randint(0, n, (b,), generator=self.generator)
+        else:
+            idx = torch.multinomial(self.weights, b, replacement=True, generator=self.generator)
+        tokens, mask = self.tokens[idx].clone(), self.mask[idx].clone()
+        if self.p_uncond:
+            drop = torch.rand(b, generator=self.generator) < self.p_uncond  # the empty caption: all padding
+            tokens[drop], mask[drop] = self.empty_token, False
+        return self.images[idx], {"tokens": tokens, "mask": mask}
+
+    def grid_kwargs(self, n: int) -> dict[str, Tensor]:
+        if self.grid_prompts is None:
+            raise ValueError("sample grids of a text model need grid_prompts=(tokens, mask)")
+        tokens, mask = self.grid_prompts
+        rows = torch.arange(n) % tokens.shape[0]
+        return {"tokens": tokens[rows], "mask": mask[rows]}
+
+    def save_snapshot(self) -> Path:
+        """The EMA weights as a GLIDE checkpoint ``<run_dir>/snapshots/ema-step-<step>.safetensors``."""
+        if self.run_dir is None or self.options is None:
+            raise ValueError("snapshots of a text model need a run_dir and its GLIDE options")
+        path = self.run_dir / "snapshots" / f"ema-step-{self.step:07d}.safetensors"
+        info = {"step": self.step, "ema_rate": self.config.ema_rate, "p_uncond": self.p_uncond}
+        return save_glide_checkpoint(path, self.ema_model, self.options, "base", info)
+
+
+def train_mini(out: str | os.PathLike, run_dir: str | os.PathLike | None = None, steps: int | None = None,
+               seed: int = 0, n_shapes: int = 20000, snapshot_every: int = 0, sample_every: int = 0,
+               options: dict[str, Any] | None = None, config: TrainConfig | None = None,
+               progress: bool = True) -> Path:
+    """Train the miniature GLIDE base model on the book's captions; write its EMA weights to ``out``."""
+    from glide_edu.nn.presets import create_glide_model
+    from glide_edu.respace import DiffusionConfig
+
+    options = dict(options or MINI_OPTIONS)
+    base = config or MINI_TRAIN
+    cfg = TrainConfig(**{**base.__dict__, "steps": steps or base.steps, "seed": seed, "progress": progress,
+                         "snapshot_every": snapshot_every, "sample_every": sample_every})
+    data = book_captions("train", n_shapes, seed)
+    tokenizer = tokenizer_for(options)
+    tokens, mask = tokenize_captions(tokenizer, data.captions, int(options["text_ctx"]))
+    grid = tokenizer.tokens_and_mask(list(GRID_PROMPTS), int(options["text_ctx"]))
+    torch.manual_seed(seed)
+    model = create_glide_model(options)
+    diffusion_config = DiffusionConfig(int(options["diffusion_steps"]), str(options["noise_schedule"]))
+    trainer = TextTrainer(model, diffusion_config.create(""), data.images, tokens, mask, cfg, weights=data.weights,
+                          options=options, grid_prompts=grid, run_dir=run_dir,
+                          model_config={"glide_options": options, "n_shapes": n_shapes},
+                          diffusion_config=diffusion_config.to_dict())
+    start = time.perf_counter()
+    history = trainer.train()
+    info = {"command": "python -m glide_edu.recipes glide-mini", "steps": trainer.step, "p_uncond": P_UNCOND,
+            "n_shapes": n_shapes, "train_seconds_this_run": round(time.perf_counter() - start, 1),
+            "threads": torch.get_num_threads(), "final_loss": history[-1]["loss"] if history else None}
+    return save_glide_checkpoint(out, trainer.ema_model, options, "base", info)

@@ -1,0 +1,142 @@
+"""GLIDE in miniature: captioned data, the text trainer, the small GLIDE file format, pipeline and CLI."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+
+from glide_edu import tokenizers
+from glide_edu.captions import book_captions, tokenize_captions, with_article
+from glide_edu.nn.presets import create_glide_model
+from glide_edu.pretrained import load_glide_checkpoint, save_glide_checkpoint
+from glide_edu.respace import DiffusionConfig
+from glide_edu.train import TrainConfig
+from glide_edu.train_text import MINI_OPTIONS, MINI_TRAIN, TextTrainer, tokenizer_for, train_mini
+
+SMALL = {**MINI_OPTIONS, "num_channels": 32, "num_head_channels": 32, "num_res_blocks": 1, "xf_width": 32,
+         "xf_layers": 1}
+
+
+@pytest.fixture(scope="module")
+def small_file(tmp_path_factory) -> Path:
+    """A miniature-format file trained for 3 steps (structure, not quality)."""
+    folder = tmp_path_factory.mktemp("mini")
+    cfg = replace(MINI_TRAIN, batch_size=4, checkpoint_every=0)
+    return train_mini(folder / "mini.safetensors", steps=3, n_shapes=64, options=SMALL, config=cfg, progress=False)
+
+
+def test_captions_mix_both_sources_with_both_phrasings() -> None:
+    data = book_captions("train", n_shapes=100, seed=0)
+    n_emoji = data.source.count("emoji")
+    assert data.images.shape == (len(data.captions), 3, 32, 32) and data.source.count("shapes") == 100
+    assert "red apple" in data.captions and "a red apple" in data.captions and "an octopus" in data.captions
+    emoji_mass = float(data.weights[:n_emoji].sum())
+    assert emoji_mass == pytest.approx(0.5) and float(data.weights.sum()) == pytest.approx(1.0)
+    assert with_article("eagle") == "an eagle" and with_article("dog") == "a dog"
+    held = book_captions("heldout", n_shapes=10, seed=0)
+    assert not set(held.captions[: held.source.count("emoji")]) & set(data.captions)
+
+
+def test_every_caption_fits_the_miniature_context_unclipped() -> None:
+    data = book_captions("train", n_shapes=500)
+    tokens, mask = tokenize_captions(tokenizer_for(MINI_OPTIONS), data.captions, MINI_OPTIONS["text_ctx"])
+    lengths = mask.sum(1)
+    assert int(lengths.max()) <= MINI_OPTIONS["text_ctx"] and int(lengths.min()) > 0
+    assert tokenizers.byte_level_tokenizer().decode(tokens[0, : lengths[0]].tolist()) == data.captions[0].lower()
+    with pytest.raises(ValueError, match="longer than text_ctx=8 tokens"):
+        tokenize_captions(tokenizer_for(MINI_OPTIONS), ["a small red circle above a blue square"], 8)
+
+
+def _trainer(p_uncond: float, **kw) -> TextTrainer:
+    torch.manual_seed(0)
+    model = create_glide_model(SMALL)
+    tok = tokenizer_for(SMALL)
+    captions = ["a red circle", "two blue squares", "red apple", "a yellow triangle"]
+    tokens, mask = tok.tokens_and_mask(captions, SMALL["text_ctx"])
+    images = torch.rand(4, 3, 32, 32) * 2 - 1
+    diffusion = DiffusionConfig(1000, "squaredcos_cap_v2").create("")
+    cfg = TrainConfig(steps=2, batch_size=256, progress=False, loss_type="hybrid")
+    return TextTrainer(model, diffusion, images, tokens, mask, cfg, p_uncond=p_uncond, **kw)
+
+
+def test_caption_dropout_rate_and_the_empty_caption() -> None:
+    trainer = _trainer(0.2)
+    _, kwargs = trainer.batch()
+    empty = ~kwargs["mask"].any(1)
+    assert 0.12 < float(empty.float().mean()) < 0.28  # 256 draws of p = 0.2
+    assert (kwargs["tokens"][empty] == trainer.empty_token).all() and trainer.empty_token == 256
+    assert not (~_trainer(0.0).batch()[1]["mask"].any(1)).any()
+
+
+def test_weights_steer_which_examples_are_drawn() -> None:
+    trainer = _trainer(0.0, weights=torch.tensor([1.0, 0.0, 0.0, 0.0]))
+    _, kwargs = trainer.batch()
+    assert (kwargs["tokens"] == trainer.tokens[0]).all()
+
+
+@pytest.mark.parametrize("kw, message", [
+    ({"p_uncond": 1.0}, "give a probability in"),
+    ({"weights": torch.zeros(4)}, "positive sum"),
+])
+def test_bad_trainer_options(kw: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        _trainer(**{"p_uncond": 0.2, **kw})
+
+
+def test_glide_file_round_trip_is_strict_and_exact(tmp_path: Path) -> None:
+    torch.manual_seed(1)
+    net = create_glide_model(SMALL).eval()
+    path = save_glide_checkpoint(tmp_path / "g.safetensors", net, SMALL, "base", {"note": 1}, dtype=torch.float32)
+    loaded, options, meta = load_glide_checkpoint(path)
+    assert options == SMALL and meta["kind"] == "glide-base" and meta["info"] == {"note": 1}
+    assert type(loaded) is type(net)
+    for key, value in net.state_dict().items():
+        assert torch.equal(loaded.state_dict()[key], value), key
+
+
+def test_training_writes_a_resumable_run_and_snapshots(tmp_path: Path) -> None:
+    cfg = replace(MINI_TRAIN, batch_size=4, checkpoint_every=2)
+    run = tmp_path / "run"
+    first = train_mini(tmp_path / "a.safetensors", run, steps=2, n_shapes=32, snapshot_every=2, options=SMALL,
+                       config=cfg, progress=False)
+    assert (run / "snapshots" / "ema-step-0000002.safetensors").is_file()
+    again = train_mini(tmp_path / "b.safetensors", run, steps=4, n_shapes=32, options=SMALL, config=cfg,
+                       progress=False)
+    assert load_glide_checkpoint(first)[2]["info"]["steps"] == 2
+    assert load_glide_checkpoint(again)[2]["info"]["steps"] == 4
+
+
+def test_the_pipeline_runs_the_miniature_with_cfg(small_file: Path) -> None:
+    from glide_edu.pipelines.mini import load_mini_model, mini_text2im
+
+    model = load_mini_model(small_file)
+    assert model.kind == "base" and model.image_size == 32 and model.text_ctx == SMALL["text_ctx"]
+    pipe = mini_text2im(small_file)
+    out = pipe("a red apple", batch_size=2, guidance_scale=3.0, num_inference_steps=4, seed=0, upsample=False)
+    again = pipe("a red apple", batch_size=2, guidance_scale=3.0, num_inference_steps=4, seed=0, upsample=False)
+    assert out.images[0].size == (32, 32) and len(out.images) == 2
+    assert torch.equal(out.samples, again.samples)
+
+
+def test_cli_samples_with_the_miniature(small_file: Path, tmp_path: Path, capsys) -> None:
+    from glide_edu import cli
+
+    out = tmp_path / "apple.png"
+    argv = ["sample", "--model", "mini", "--model-file", str(small_file), "a red apple", "--steps", "4",
+            "--batch-size", "2", "--seed", "0", "--out", str(out), "--quiet", "--device", "cpu"]
+    assert cli.main(argv) == 0
+    from PIL import Image
+
+    assert Image.open(out).size == (64, 32)
+    missing = [*argv[:4], str(tmp_path / "nope.safetensors"), *argv[5:]]
+    with pytest.raises(SystemExit):
+        cli.main(missing)
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_unknown_tokenizer_name_is_one_clear_error() -> None:
+    with pytest.raises(ValueError, match="unknown tokenizer 'words'"):
+        tokenizer_for({"tokenizer": "words"})
