@@ -304,6 +304,16 @@ def main(argv: list[str] | None = None) -> None:
                       help="every N steps, save a grid of EMA samples to <run-dir>/samples (needs --run-dir)")
     fold.add_argument("--threads", type=int, default=None)
     fold.add_argument("--seed", type=int, default=0)
+    mini = sub.add_parser("glide-mini", help="GLIDE in miniature: the 32x32 text-to-image model (chapter 7)")
+    mini.add_argument("--out", type=Path, required=True, help="the EMA weights as a GLIDE file (.safetensors)")
+    mini.add_argument("--run-dir", type=Path, default=None, help="keep resumable checkpoints here")
+    mini.add_argument("--steps", type=int, default=None, help="default 30000")
+    mini.add_argument("--snapshot-every", type=int, default=0, metavar="N",
+                      help="every N steps, keep the EMA weights in <run-dir>/snapshots (for a training curve)")
+    mini.add_argument("--sample-every", type=int, default=0, metavar="N",
+                      help="every N steps, save a grid of EMA samples to <run-dir>/samples (needs --run-dir)")
+    mini.add_argument("--threads", type=int, default=None)
+    mini.add_argument("--seed", type=int, default=0)
     feats = sub.add_parser("fid-features", help="the digit feature network of the FID-proxy (glide_edu.metrics)")
     feats.add_argument("--epochs", type=int, default=30)
     feats.add_argument("--seed", type=int, default=0)
@@ -326,7 +336,12 @@ def main(argv: list[str] | None = None) -> None:
         parser.error("--sample-every needs --run-dir: the grids are written to <run-dir>/samples")
     if getattr(args, "snapshot_every", 0) and args.run_dir is None:
         parser.error("--snapshot-every needs --run-dir: the snapshots are written to <run-dir>/snapshots")
-    if args.recipe == "folder":
+    if args.recipe == "glide-mini":
+        from glide_edu.train_text import train_mini
+
+        path = train_mini(args.out, args.run_dir, args.steps, args.seed, snapshot_every=args.snapshot_every,
+                          sample_every=args.sample_every)
+    elif args.recipe == "folder":
         try:
             recipe = folder_recipe(args)
         except (ValueError, FileNotFoundError) as err:

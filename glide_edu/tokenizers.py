@@ -333,3 +333,31 @@ def byte_level_tokenizer() -> GlideTokenizer:
     encoder = {symbol: i for i, symbol in enumerate(bytes_to_unicode().values())}
     encoder["<|endoftext|>"] = len(encoder)
     return GlideTokenizer(encoder, [])
+
+
+class ByteClipTokenizer:
+    """CLIP's caption layout over UTF-8 bytes, for the book's miniature CLIPs (nothing to download):
+    ``[256] + bytes + [257]`` zero-padded, lengths counting start and end; 258 ids."""
+
+    start_token, end_token, n_vocab = 256, 257, 258
+
+    def encode(self, text: str) -> list[int]:
+        """Lower-cased, whitespace runs collapsed, as UTF-8 bytes."""
+        return list(" ".join(text.lower().split()).encode("utf-8"))
+
+    def tokens_and_lens(self, prompts: str | Sequence[str], text_ctx: int) -> tuple[Tensor, Tensor]:
+        """tokens (B, text_ctx) int64 and lengths (B,) int64, like :meth:`ClipTokenizer.tokens_and_lens`."""
+        if text_ctx < 2:
+            raise ValueError(f"text_ctx must be at least 2 (start and end token), got {text_ctx}")
+        prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+        tokens = torch.zeros(len(prompts), text_ctx, dtype=torch.long)
+        lens = torch.zeros(len(prompts), dtype=torch.long)
+        for i, prompt in enumerate(prompts):
+            ids = self.encode(prompt)
+            if len(ids) > text_ctx - 2:
+                _warn_truncated(len(ids), text_ctx - 2, "CLIP")
+                ids = ids[: text_ctx - 2]
+            row = [self.start_token, *ids, self.end_token]
+            tokens[i, : len(row)] = torch.tensor(row)
+            lens[i] = len(row)
+        return tokens, lens

@@ -274,6 +274,7 @@ class NoisedClip(nn.Module):
         self.text_encoder = TextEncoder(c)
         self.image_encoder = ImageEncoder(c)
         self.logit_scale = float(np.float32(math.log(c.logit_scale)))  # log(100) rounded to float32
+        self.tokenizer: Any = None  # None: CLIP's BPE (the released model); the book's miniatures use bytes
 
     def load_state_dicts(
         self,
@@ -299,7 +300,8 @@ class NoisedClip(nn.Module):
         """CLIP tokens (B, max_text_len) and lengths (B,) of ``prompts`` (on this model's device)."""
         from glide_edu.tokenizers import clip_tokenizer
 
-        tokens, lens = clip_tokenizer(vocab_dir).tokens_and_lens(prompts, self.config.max_text_len)
+        tokenizer = self.tokenizer if self.tokenizer is not None else clip_tokenizer(vocab_dir)
+        tokens, lens = tokenizer.tokens_and_lens(prompts, self.config.max_text_len)
         device = self.image_encoder.blocks["input"].w_pos.device
         return tokens.to(device), lens.to(device)
 

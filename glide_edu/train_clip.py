@@ -1,0 +1,168 @@
+"""Training the book's CLIPs: a noised CLIP (GLIDE's), its clean control, and an independent evaluator.
+
+CLIP (Radford et al.) trains an image encoder f and a text encoder g so that, in a batch of N captioned
+pictures, the N × N matrix of scaled cosine similarities ``exp(τ)·f(x_i)·g(c_j)`` picks the right caption for
+every picture and the right picture for every caption: a symmetric cross-entropy over rows and columns.
+
+GLIDE's *noised* CLIP sees the picture as the diffusion sees it during sampling: ``x_t = q_sample(x_0, t)``
+for t drawn uniformly from the base model's schedule, and t itself (the image encoder's first token is a
+learned row ``w_t[t]``). Then ∇_{x_t} f(x_t, t)·g(c) is meaningful at every step of sampling — the premise
+of CLIP guidance. The control is the same architecture trained on clean pictures only (t = 0), as an
+ordinary CLIP is; the evaluation CLIP is a different architecture and seed, clean, used only for scoring
+(a guided sampler can fool the CLIP it follows, not an independent one).
+
+Details (``CLIP_TRAIN``): the temperature τ is learned from log(1/0.07) and capped at log(100) — CLIP's
+rule — and the file records it (GLIDE's released CLIP sits at the cap, 100). Captions that occur twice in a
+batch (shapes captions repeat) are not counted as each other's negatives. Models are the same classes as
+the released CLIP (:class:`glide_edu.nn.clip.NoisedClip`), with byte tokens
+(:class:`glide_edu.tokenizers.ByteClipTokenizer`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from safetensors import safe_open
+from safetensors.torch import save_file
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from glide_edu.captions import book_captions
+from glide_edu.fileio import atomic_write
+from glide_edu.nn.clip import ClipConfig, NoisedClip
+from glide_edu.respace import DiffusionConfig
+from glide_edu.tokenizers import ByteClipTokenizer
+
+# The noised CLIP and its clean control: a ViT on 4×4 patches of 32×32 pictures (64 patches + the t token).
+MINI_CLIP = ClipConfig(logit_scale=100.0, beta_schedule="squaredcos_cap_v2", n_timesteps=1000, image_size=32,
+                       patch_size=4, n_vocab=258, max_text_len=96, n_embd=128, n_head_state_text=32,
+                       n_head_text=4, n_xf_blocks_text=3, n_head_state_image=32, n_head_image=4,
+                       n_xf_blocks_image=4)
+# The evaluator: another architecture (8×8 patches, wider and shallower, 6 heads) and another seed.
+EVAL_CLIP = replace(MINI_CLIP, patch_size=8, n_head_state_image=32, n_head_image=6, n_xf_blocks_image=3,
+                    n_head_state_text=32, n_head_text=6, n_xf_blocks_text=2, n_embd=96)
+MAX_LOG_SCALE = math.log(100.0)
+
+
+@dataclass(frozen=True)
+class ClipTrainConfig:
+    steps: int = 6000
+    batch_size: int = 128
+    lr: float = 5e-4
+    weight_decay: float = 0.1
+    warmup: int = 200
+    noised: bool = True  # False: clean pictures, t = 0 (the control and the evaluator)
+    seed: int = 0
+    n_shapes: int = 20000
+    progress: bool = True
+
+
+def contrastive_loss(z_image: Tensor, z_text: Tensor, log_scale: Tensor, captions: list[str] | None = None) -> Tensor:
+    """CLIP's symmetric cross-entropy on unit vectors (B, D); pairs with identical captions are no negatives."""
+    logits = log_scale.exp() * z_image @ z_text.T  # (B, B): picture i against caption j
+    if captions is not None:
+        same = torch.tensor([[a == b for b in captions] for a in captions], device=logits.device)
+        logits = logits.masked_fill(same & ~torch.eye(len(captions), dtype=torch.bool, device=logits.device), -1e4)
+    target = torch.arange(logits.shape[0], device=logits.device)
+    return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))
+
+
+def retrieval_accuracy(clip: NoisedClip, images: Tensor, captions: list[str], t: int = 0, batch: int = 256,
+                       seed: int = 0) -> float:
+    """Top-1 accuracy of picking each picture's caption among the ``len(captions)`` given, at timestep t
+    (pictures noised with q_sample at t > 0, with a fixed seed)."""
+    diffusion = DiffusionConfig(clip.config.n_timesteps, clip.config.beta_schedule).create("")
+    gen = torch.Generator().manual_seed(seed)
+    tokens, lens = clip.tokenizer.tokens_and_lens(captions, clip.config.max_text_len)
+    with torch.no_grad():
+        z_text = clip.text_embeddings(tokens, lens)
+        rows = []
+        for i in range(0, len(images), batch):
+            x = images[i: i + batch]
+            tt = torch.full((x.shape[0],), t, dtype=torch.long)
+            if t > 0:
+                x = diffusion.q_sample(x, tt, noise=torch.randn(x.shape, generator=gen))
+            rows.append(clip.image_embeddings(x, tt) @ z_text.T)
+        sims = torch.cat(rows)
+    # identical captions count as right answers
+    right = torch.tensor([[a == b for b in captions] for a in captions])
+    return float(right[torch.arange(len(captions)), sims.argmax(1)].float().mean())
+
+
+def save_clip(path: str | os.PathLike, clip: NoisedClip, info: dict[str, Any]) -> Path:
+    """Both encoders (``image_encoder.*``, ``text_encoder.*``; the released key names inside) with the config,
+    the tokenizer name and the learned scale in the metadata; float16 weights, atomic."""
+    state = {k: v.detach().to(torch.float16).contiguous() for k, v in clip.state_dict().items()}
+    meta = {"kind": "noised-clip", "config": asdict(clip.config), "tokenizer": "bytes", "info": info}
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    return atomic_write(path, lambda tmp: save_file(state, tmp, metadata={"glide_edu": json.dumps(meta)}))
+
+
+def load_clip_file(path: str | os.PathLike) -> NoisedClip:
+    """A CLIP written by :func:`save_clip` (strict), in eval mode, with its byte tokenizer."""
+    from glide_edu.pretrained import read_metadata
+
+    meta = read_metadata(path)
+    if meta.get("kind") != "noised-clip":
+        raise ValueError(f"{path} holds a {meta.get('kind')!r} model, not a CLIP from glide_edu.train_clip")
+    clip = NoisedClip(ClipConfig(**meta["config"]))
+    with safe_open(Path(path), framework="pt") as f:
+        state = {k: f.get_tensor(k).float() for k in f.keys()}
+    clip.load_state_dict(state, strict=True)
+    clip.tokenizer = ByteClipTokenizer()
+    return clip.eval()
+
+
+def train_clip(out: str | os.PathLike, config: ClipConfig = MINI_CLIP, train: ClipTrainConfig | None = None,
+               images: Tensor | None = None, captions: list[str] | None = None) -> Path:
+    """Train a CLIP on the book's captions (or on ``images``/``captions``) and write it to ``out``."""
+    cfg = train or ClipTrainConfig()
+    if images is None or captions is None:
+        data = book_captions("train", cfg.n_shapes, cfg.seed)
+        images, captions = data.images, data.captions
+        weights = data.weights
+    else:
+        weights = torch.ones(len(captions))
+    torch.manual_seed(cfg.seed)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    clip = NoisedClip(config)
+    clip.tokenizer = ByteClipTokenizer()
+    tokens, lens = clip.tokenizer.tokens_and_lens(captions, config.max_text_len)
+    log_scale = torch.nn.Parameter(torch.tensor(math.log(1 / 0.07)))
+    opt = torch.optim.AdamW([*clip.parameters(), log_scale], lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda i: min(1.0, (i + 1) / cfg.warmup) * 0.5 * (1 + math.cos(math.pi * min(i, cfg.steps) / cfg.steps)))
+    diffusion = DiffusionConfig(config.n_timesteps, config.beta_schedule).create("")
+    start, history = time.perf_counter(), []
+    for step in tqdm(range(1, cfg.steps + 1), desc="clip", disable=not cfg.progress, leave=False):
+        idx = torch.multinomial(weights, cfg.batch_size, replacement=False, generator=gen)
+        x0 = images[idx]
+        if cfg.noised:  # x_t ~ q(x_t | x_0) at t uniform over the base model's schedule
+            t = torch.randint(0, config.n_timesteps, (cfg.batch_size,), generator=gen)
+            x = diffusion.q_sample(x0, t, noise=torch.randn(x0.shape, generator=gen))
+        else:
+            t, x = torch.zeros(cfg.batch_size, dtype=torch.long), x0
+        loss = contrastive_loss(clip.image_embeddings(x, t), clip.text_embeddings(tokens[idx], lens[idx]),
+                                log_scale, [captions[i] for i in idx.tolist()])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(clip.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        with torch.no_grad():
+            log_scale.clamp_(max=MAX_LOG_SCALE)
+        if step == 1 or step % 100 == 0 or step == cfg.steps:
+            history.append({"step": step, "loss": round(loss.item(), 4), "scale": round(log_scale.exp().item(), 2)})
+    clip.config = replace(config, logit_scale=round(log_scale.exp().item(), 4))
+    clip.logit_scale = log_scale.item()
+    info = {"train": asdict(cfg), "seconds": round(time.perf_counter() - start, 1), "history": history,
+            "threads": torch.get_num_threads()}
+    return save_clip(out, clip, info)

@@ -1,0 +1,97 @@
+"""The book's CLIP training: contrastive loss, noised vs clean inputs, the file format, guidance hook."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors import safe_open
+
+from glide_edu.nn.clip import NoisedClip
+from glide_edu.shapes import load_shapes
+from glide_edu.tokenizers import ByteClipTokenizer
+from glide_edu.train_clip import (
+    EVAL_CLIP,
+    MINI_CLIP,
+    ClipTrainConfig,
+    contrastive_loss,
+    load_clip_file,
+    retrieval_accuracy,
+    train_clip,
+)
+
+TINY = replace(MINI_CLIP, n_embd=32, n_head_state_text=16, n_head_text=2, n_xf_blocks_text=1, n_head_state_image=16,
+               n_head_image=2, n_xf_blocks_image=1, patch_size=8)
+
+
+def test_contrastive_loss_is_log_n_at_chance_and_small_when_matched() -> None:
+    z = torch.nn.functional.normalize(torch.randn(8, 16), dim=-1)
+    assert contrastive_loss(z, z, torch.tensor(-50.0)).item() == pytest.approx(math.log(8), abs=1e-5)  # scale ≈ 0
+    assert contrastive_loss(z, z, torch.tensor(math.log(100.0))).item() < 0.05
+    # identical captions are not each other's negatives: duplicating row 0 as row 1 changes nothing for them
+    captions = ["a", "a", *map(str, range(6))]
+    zz = z.clone()
+    zz[1] = zz[0]
+    with_mask = contrastive_loss(zz, zz, torch.tensor(math.log(100.0)), captions)
+    without = contrastive_loss(zz, zz, torch.tensor(math.log(100.0)))
+    assert with_mask.item() < 0.05 < without.item()
+
+
+def test_byte_clip_tokenizer_layout() -> None:
+    tokens, lens = ByteClipTokenizer().tokens_and_lens(["Red  apple", ""], 16)
+    assert tokens[0, :11].tolist() == [256, *b"red apple", 257] and lens.tolist() == [11, 2]
+    assert tokens[0, 11:].eq(0).all() and tokens[1, :2].tolist() == [256, 257]
+    with pytest.warns(UserWarning, match="only the first 2"):
+        ByteClipTokenizer().tokens_and_lens("abcdef", 4)
+
+
+@pytest.mark.parametrize("noised", [True, False])
+def test_training_learns_and_the_file_round_trips(tmp_path: Path, noised: bool) -> None:
+    data = load_shapes(64, seed=1)
+    cfg = ClipTrainConfig(steps=60, batch_size=32, lr=2e-3, warmup=5, noised=noised, progress=False)
+    before = NoisedClip(TINY)
+    before.tokenizer = ByteClipTokenizer()
+    path = train_clip(tmp_path / "c.safetensors", TINY, cfg, data.images, data.captions)
+    clip = load_clip_file(path)
+    assert 1 / 0.07 - 1 < clip.config.logit_scale <= 100.0  # learned from 1/0.07, capped at 100
+    assert math.isclose(math.exp(clip.logit_scale), clip.config.logit_scale, rel_tol=1e-5)
+    meta = json.loads(safe_open(str(path), "pt").metadata()["glide_edu"])
+    assert meta["info"]["train"]["noised"] is noised and meta["tokenizer"] == "bytes"
+    history = meta["info"]["history"]
+    assert history[-1]["loss"] < history[0]["loss"] - 0.5, history
+    if not noised:  # clean pictures: 60 steps already pick most captions
+        chance = retrieval_accuracy(before.eval(), data.images, data.captions)
+        assert retrieval_accuracy(clip, data.images, data.captions) > chance + 0.3
+
+
+def test_cond_fn_is_the_gradient_of_the_scaled_similarity() -> None:
+    torch.manual_seed(0)
+    clip = NoisedClip(TINY).eval()
+    clip.tokenizer = ByteClipTokenizer()
+    x, t = torch.randn(2, 3, 32, 32) * 0.5, torch.tensor([3, 700])
+    g = clip.cond_fn(["a red circle", "two blue squares"], 2.0)(x, t)
+    tokens, lens = clip.encode_prompts(["a red circle", "two blue squares"])
+    xr = x.clone().requires_grad_(True)
+    (clip.logits(clip.text_embeddings(tokens, lens), clip.image_embeddings(xr, t)).sum() * 2.0).backward()
+    assert torch.allclose(g, xr.grad, atol=1e-6)
+
+
+def test_evaluator_is_another_architecture() -> None:
+    a, b = NoisedClip(MINI_CLIP), NoisedClip(EVAL_CLIP)
+    assert MINI_CLIP.patch_size != EVAL_CLIP.patch_size and MINI_CLIP.n_embd != EVAL_CLIP.n_embd
+    assert {k: v.shape for k, v in a.state_dict().items()} != {k: v.shape for k, v in b.state_dict().items()}
+
+
+def test_loading_a_non_clip_file_is_one_clear_error(tmp_path: Path) -> None:
+    from glide_edu.nn.unet import UNetModel
+    from glide_edu.pretrained import save_small_checkpoint
+    from glide_edu.recipes import digits_configs
+
+    unet_cfg, diffusion_cfg = digits_configs("simple")
+    path = save_small_checkpoint(tmp_path / "u.safetensors", UNetModel(unet_cfg), unet_cfg, diffusion_cfg)
+    with pytest.raises(ValueError, match="not a CLIP"):
+        load_clip_file(path)
