@@ -22,6 +22,7 @@ REGENERABLE = {
     "ch04": "data/results/digits_sampling.json (samplers × steps × seeds, bits/dim; --grids: the widget's samples)",
     "ch05": "data/results/classifier_guidance.json — the guidance-scale sweep",
     "ch06": "data/results/digits_cfg.json — the classifier-free guidance sweep",
+    "ch07": "data/results/glide_mini_curve.json — the miniature GLIDE's training curve (oracle accuracy)",
 }
 
 

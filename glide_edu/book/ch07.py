@@ -1,0 +1,96 @@
+"""Chapter 7 only: GLIDE in miniature, measured by the shapes oracle.
+
+    python -m glide_edu.book regenerate ch07 --curve RUN_DIR   # → data/results/glide_mini_curve.json
+
+:func:`oracle_scores` samples the miniature (through :class:`~glide_edu.pipelines.Text2ImPipeline`, CFG at
+scale s) for shapes captions and lets :mod:`glide_edu.oracle` judge every picture against its caption;
+:func:`mini_training_curve` does it for every EMA snapshot of a training run (``python -m glide_edu.recipes
+glide-mini --run-dir R --snapshot-every N``), at two guidance scales and two seeds — the curve that says
+whether the shipped model was trained to a plateau.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from glide_edu.book import chapter_parser
+from glide_edu.oracle import caption_accuracy
+from glide_edu.pipelines.mini import MINI_CHECKPOINT, mini_text2im
+from glide_edu.pretrained import shipped_checkpoint, snapshots
+from glide_edu.results import RESULTS_DIR, checkpoint_provenance, load_results, run_provenance, write_results
+from glide_edu.shapes import make_scenes
+
+CURVE_PATH = RESULTS_DIR / "glide_mini_curve.json"
+CURVE_SCHEMA = "glide_edu.glide_mini_curve/1"
+REGENERATE = "python -m glide_edu.book regenerate ch07"
+EVAL_SCALES = (1.0, 3.0)
+EVAL_SEED = 1234  # the evaluation captions' scenes: not the training scenes (seed 0)
+
+
+def shapes_prompts(n: int = 100, split: str = "train", seed: int = EVAL_SEED) -> list[str]:
+    """``n`` shapes captions from scenes the model was not trained on (``"heldout"``: unseen colour–shape pairs)."""
+    return [scene.caption for scene in make_scenes(n, seed, split)]
+
+
+def sample_prompts(pipe: Any, prompts: Sequence[str], scale: float, steps: int = 25, seed: int = 0,
+                   batch: int = 50) -> torch.Tensor:
+    """One picture per prompt, (N, 3, 32, 32) in [−1, 1]; batches are seeded ``seed + first index``."""
+    rows = []
+    for i in range(0, len(prompts), batch):
+        out = pipe(list(prompts[i: i + batch]), batch_size=1, guidance_scale=scale, num_inference_steps=steps,
+                   seed=seed + i, upsample=False)
+        rows.append(out.samples)
+    return torch.cat(rows)
+
+
+def oracle_scores(pipe: Any, prompts: Sequence[str], scale: float, steps: int = 25, seed: int = 0) -> dict[str, float]:
+    """The oracle's per-attribute and whole-caption accuracy of the pictures ``pipe`` draws for ``prompts``."""
+    return caption_accuracy(sample_prompts(pipe, prompts, scale, steps, seed), list(prompts))
+
+
+def mini_training_curve(run_dir: str | Path, every: int = 1000, n: int = 100, seeds: Sequence[int] = (0, 1),
+                        scales: Sequence[float] = EVAL_SCALES, steps: int = 25) -> dict[str, Any]:
+    """Oracle accuracy of every ``every``-th EMA snapshot of a glide-mini run, per scale and seed."""
+    start = time.perf_counter()
+    prompts = {"train": shapes_prompts(n, "train"), "heldout": shapes_prompts(n, "heldout")}
+    rows = []
+    for step, path in snapshots(run_dir).items():
+        if step % every:
+            continue
+        pipe = mini_text2im(path)
+        for scale in scales:
+            for seed in seeds:
+                for split, caps in prompts.items():
+                    acc = oracle_scores(pipe, caps, scale, steps, seed)
+                    rows.append({"step": step, "scale": scale, "seed": seed, "split": split,
+                                 **{k: round(v, 4) for k, v in acc.items()}})
+    try:
+        shipped = {MINI_CHECKPOINT: checkpoint_provenance(shipped_checkpoint(MINI_CHECKPOINT))}
+    except FileNotFoundError:
+        shipped = {}
+    return {"schema": CURVE_SCHEMA, "config": {"n_prompts": n, "steps": steps, "seeds": list(seeds),
+                                               "scales": list(scales), "every": every, "eval_seed": EVAL_SEED},
+            "rows": rows, "provenance": run_provenance(REGENERATE + " --curve …", start, checkpoints=shipped)}
+
+
+def load_mini_curve(path: str | Path = CURVE_PATH, check_checkpoints: bool = True) -> dict[str, Any]:
+    """Read ``glide_mini_curve.json``; refuse it if its final model is not the shipped one."""
+    return load_results(path, CURVE_SCHEMA, REGENERATE + " --curve …", check_checkpoints)
+
+
+def regenerate(argv: list[str] | None = None) -> None:
+    """``python -m glide_edu.book regenerate ch07 --curve RUN_DIR``: the miniature's training curve."""
+    parser = chapter_parser("ch07", __doc__)
+    parser.add_argument("--curve", type=Path, required=True, metavar="RUN_DIR",
+                        help="a glide-mini run with --snapshot-every")
+    parser.add_argument("--every", type=int, default=1000)
+    parser.add_argument("--n-prompts", type=int, default=100)
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args(argv)
+    results = mini_training_curve(args.curve, args.every, args.n_prompts)
+    print(f"wrote {write_results(results, args.out or CURVE_PATH)} in {results['provenance']['seconds']} s")

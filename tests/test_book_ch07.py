@@ -1,0 +1,49 @@
+"""Chapter 7's measurement of the miniature: oracle scores and the training curve (on a 2-step toy run)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from glide_edu.book import ch07
+from glide_edu.shapes import HELDOUT_PAIRS
+from glide_edu.train_text import MINI_OPTIONS, MINI_TRAIN, train_mini
+
+SMALL = {**MINI_OPTIONS, "num_channels": 32, "num_head_channels": 32, "num_res_blocks": 1, "xf_width": 32,
+         "xf_layers": 1}
+
+
+def test_evaluation_prompts_are_fixed_and_heldout_ones_use_unseen_pairs() -> None:
+    assert ch07.shapes_prompts(20) == ch07.shapes_prompts(20)
+    held = ch07.shapes_prompts(20, "heldout")
+    assert all(any(f"{c} {s}" in p for c, s in HELDOUT_PAIRS) for p in held)
+
+
+@pytest.fixture(scope="module")
+def toy_run(tmp_path_factory) -> Path:
+    run = tmp_path_factory.mktemp("run")
+    cfg = replace(MINI_TRAIN, batch_size=4, checkpoint_every=0)
+    train_mini(run / "final.safetensors", run, steps=2, n_shapes=32, snapshot_every=1, options=SMALL, config=cfg,
+               progress=False)
+    return run
+
+
+def test_curve_has_a_row_per_snapshot_scale_seed_and_split(toy_run: Path) -> None:
+    curve = ch07.mini_training_curve(toy_run, every=1, n=3, seeds=(0,), scales=(1.0, 3.0), steps=2)
+    rows = curve["rows"]
+    assert len(rows) == 2 * 2 * 1 * 2  # snapshots × scales × seeds × splits
+    assert {r["step"] for r in rows} == {1, 2} and {r["split"] for r in rows} == {"train", "heldout"}
+    assert all(0.0 <= r["caption"] <= 1.0 for r in rows)
+    assert curve["schema"] == ch07.CURVE_SCHEMA and curve["config"]["every"] == 1
+
+
+def test_oracle_scores_repeat_with_the_seed(toy_run: Path) -> None:
+    from glide_edu.pipelines.mini import mini_text2im
+
+    pipe = mini_text2im(toy_run / "final.safetensors")
+    prompts = ch07.shapes_prompts(3)
+    a = ch07.sample_prompts(pipe, prompts, 3.0, steps=2, seed=5)
+    b = ch07.sample_prompts(pipe, prompts, 3.0, steps=2, seed=5)
+    assert a.shape == (3, 3, 32, 32) and (a == b).all()
