@@ -7,7 +7,8 @@ checkpoint it used the file name and SHA-256. :func:`load_results` checks the sc
 against the shipped checkpoints, so a chapter never shows numbers of weights it does not ship.
 
 Every sampler comparison starts from :func:`initial_noise` so that two settings given the same seed start
-from the same x_T (common random numbers).
+from the same x_T (common random numbers). Training curves are summarised per step over seeds by
+:func:`curve_summary`, and :func:`plateau_step` finds where a curve stops moving beyond its noise.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import json
 import os
 import platform
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -108,3 +109,23 @@ def load_results(
                     f"regenerate it with: {regenerate}"
                 )
     return data
+
+
+def curve_summary(rows: Sequence[Mapping[str, Any]], metric: str = "fid_proxy") -> dict[int, tuple[float, float]]:
+    """{step: (mean over seeds, half the range over seeds)} of ``metric`` — the curve and its noise."""
+    by_step: dict[int, list[float]] = {}
+    for row in rows:
+        by_step.setdefault(int(row["step"]), []).append(float(row[metric]))
+    return {s: (sum(v) / len(v), (max(v) - min(v)) / 2) for s, v in sorted(by_step.items())}
+
+
+def plateau_step(summary: Mapping[int, tuple[float, float]]) -> int | None:
+    """The first step from which the curve stays flat within its noise: every *later* step's mean lies within the
+    two half-ranges of this step's mean. ``summary`` is :func:`curve_summary`'s output. ``None`` when no step
+    before the last one qualifies — the curve has not yet flattened (the last step alone proves nothing)."""
+    steps = sorted(summary)
+    for i, k in enumerate(steps[:-1]):
+        mean_k, half_k = summary[k]
+        if all(abs(summary[j][0] - mean_k) <= summary[j][1] + half_k for j in steps[i + 1:]):
+            return k
+    return None

@@ -32,12 +32,12 @@ from glide_edu.train import TrainConfig, Trainer
 MINI_OPTIONS: dict[str, Any] = {
     # the UNet (GLIDE's option names; attention at the 16×16 and 8×8 feature maps)
     "image_size": 32,
-    "num_channels": 64,
+    "num_channels": 32,
     "num_res_blocks": 2,
     "channel_mult": "1,2,2",
     "attention_resolutions": "16,8",
     "num_heads": 1,
-    "num_head_channels": 64,
+    "num_head_channels": 32,
     "num_heads_upsample": -1,
     "dropout": 0.1,
     "use_scale_shift_norm": True,

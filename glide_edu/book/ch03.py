@@ -26,7 +26,15 @@ from glide_edu.data import load_digits
 from glide_edu.metrics import fid_proxy, load_feature_net, sample_quality
 from glide_edu.pretrained import load_small_checkpoint, shipped_checkpoint, snapshots
 from glide_edu.respace import create_diffusion
-from glide_edu.results import RESULTS_DIR, checkpoint_provenance, load_results, run_provenance, write_results
+from glide_edu.results import (  # noqa: F401  (curve_summary, plateau_step: re-exported for chapter 3)
+    RESULTS_DIR,
+    checkpoint_provenance,
+    curve_summary,
+    load_results,
+    plateau_step,
+    run_provenance,
+    write_results,
+)
 
 __all__ = [
     "EMA_PATH",
@@ -134,26 +142,6 @@ def training_curve(
 def load_curve(path: str | Path = CURVE_PATH, check_checkpoints: bool = True) -> dict[str, Any]:
     """Read ``digits_convergence.json``; refuse it if its final models are not the shipped ones."""
     return load_results(path, SCHEMA, REGENERATE, check_checkpoints)
-
-
-def curve_summary(rows: Sequence[Mapping[str, Any]], metric: str = "fid_proxy") -> dict[int, tuple[float, float]]:
-    """{step: (mean over seeds, half the range over seeds)} of ``metric`` — the curve and its noise."""
-    by_step: dict[int, list[float]] = {}
-    for row in rows:
-        by_step.setdefault(int(row["step"]), []).append(float(row[metric]))
-    return {s: (sum(v) / len(v), (max(v) - min(v)) / 2) for s, v in sorted(by_step.items())}
-
-
-def plateau_step(summary: Mapping[int, tuple[float, float]]) -> int | None:
-    """The first step from which the curve stays flat within its noise: every *later* step's mean lies within the
-    two half-ranges of this step's mean. ``summary`` is :func:`curve_summary`'s output. ``None`` when no step
-    before the last one qualifies — the curve has not yet flattened (the last step alone proves nothing)."""
-    steps = sorted(summary)
-    for i, k in enumerate(steps[:-1]):
-        mean_k, half_k = summary[k]
-        if all(abs(summary[j][0] - mean_k) <= summary[j][1] + half_k for j in steps[i + 1:]):
-            return k
-    return None
 
 
 @torch.no_grad()
