@@ -38,6 +38,7 @@ class DigitFeatureNet(nn.Module):
     """
 
     num_features = 64
+    input_size = (1, 16, 16)
 
     def __init__(self) -> None:
         super().__init__()
@@ -138,9 +139,9 @@ def fid_proxies(real: Tensor, fakes: Sequence[Tensor], net: DigitFeatureNet | No
     for name, images in (("real", real), *(("fake", f) for f in fakes)):
         if images.ndim != 4 or images.shape[0] < 2:
             raise ValueError(f"{name} images must be (N >= 2, C, H, W), got {tuple(images.shape)}")
-    metric = FrechetInceptionDistance(
-        feature=net or load_feature_net(), normalize=True, input_img_size=(1, 16, 16), reset_real_features=False
-    )
+    net = net or load_feature_net()
+    size = tuple(getattr(net, "input_size", (1, 16, 16)))  # the feature net's own input (C, H, W)
+    metric = FrechetInceptionDistance(feature=net, normalize=True, input_img_size=size, reset_real_features=False)
     metric.update(((real.clamp(-1, 1) + 1) / 2).float(), real=True)
     scores = []
     for fake in fakes:

@@ -314,6 +314,10 @@ def main(argv: list[str] | None = None) -> None:
                       help="every N steps, save a grid of EMA samples to <run-dir>/samples (needs --run-dir)")
     mini.add_argument("--threads", type=int, default=None)
     mini.add_argument("--seed", type=int, default=0)
+    pics = sub.add_parser("picture-features", help="the emoji/shapes feature network of the FID-proxy (chapter 12)")
+    pics.add_argument("--epochs", type=int, default=8)
+    pics.add_argument("--seed", type=int, default=0)
+    pics.add_argument("--threads", type=int, default=None)
     feats = sub.add_parser("fid-features", help="the digit feature network of the FID-proxy (glide_edu.metrics)")
     feats.add_argument("--epochs", type=int, default=30)
     feats.add_argument("--seed", type=int, default=0)
@@ -326,6 +330,12 @@ def main(argv: list[str] | None = None) -> None:
 
         net, accuracy = train_feature_net(args.epochs, args.seed)
         print(f"wrote {save_feature_net(net)} (test accuracy {accuracy:.4f})")
+        return
+    if args.recipe == "picture-features":
+        from glide_edu.text_metrics import save_picture_net, train_picture_net
+
+        net, accuracy = train_picture_net(args.epochs, args.seed)
+        print(f"wrote {save_picture_net(net)} (accuracy on new shapes scenes {accuracy:.4f})")
         return
     if args.recipe == "classifier":
         from glide_edu.train_classifier import train_and_save_classifier
