@@ -98,3 +98,10 @@ def test_wheel_installs_and_samples_from_a_shipped_model(tmp_path: Path) -> None
     assert run.returncode == 0, run.stderr[-3000:]
     n_shipped = len(list((ROOT / "data" / "checkpoints").glob("*.safetensors")))
     assert run.stdout.split() == ["OK", str(n_shipped)]
+
+
+def test_everything_shipped_stays_under_60_mb() -> None:
+    from glide_edu.fileio import assets_dir
+
+    total = sum(p.stat().st_size for p in assets_dir().rglob("*") if p.is_file() and "__pycache__" not in p.parts)
+    assert total <= 60 * 1024**2, f"data/ holds {total / 1024**2:.1f} MB; the budget is 60 MB"
