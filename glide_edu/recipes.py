@@ -1,12 +1,15 @@
 """Reproducible recipes for the small models the book ships (one command each).
 
-    python -m glide_edu.recipes digits --loss simple   # → data/checkpoints/digits_simple.safetensors
-    python -m glide_edu.recipes digits --loss hybrid   # → data/checkpoints/digits_hybrid.safetensors
-    python -m glide_edu.recipes fid-features           # → data/fid_digits.safetensors (FID-proxy features)
-    python -m glide_edu.recipes classifier --noised    # → data/checkpoints/digits_classifier_noisy.safetensors
-    python -m glide_edu.recipes classifier --clean     # → data/checkpoints/digits_classifier_clean.safetensors
-    python -m glide_edu.recipes digits-cfg --p-uncond 0.1  # → data/checkpoints/digits_cfg_p10.safetensors
+    python -m glide_edu.recipes digits --loss simple --out data/checkpoints/digits_simple.safetensors
+    python -m glide_edu.recipes digits --loss hybrid --out data/checkpoints/digits_hybrid.safetensors
+    python -m glide_edu.recipes fid-features --out data/fid_digits.safetensors
+    python -m glide_edu.recipes classifier --noised --out data/checkpoints/digits_classifier_noisy.safetensors
+    python -m glide_edu.recipes classifier --clean --out data/checkpoints/digits_classifier_clean.safetensors
+    python -m glide_edu.recipes digits-cfg --p-uncond 0.1 --out data/checkpoints/digits_cfg_p10.safetensors
+    python -m glide_edu.recipes glide-mini --run-dir runs/mini --out data/checkpoints/glide_mini_base.safetensors
     python -m glide_edu.recipes folder --data my_images/ --image-size 32 --run-dir runs/mine --out mine.safetensors
+
+``--out`` is always required: a recipe never overwrites a shipped file unless that path is given.
 
 Both train the same ADM UNet (1.9 M parameters) on the 16×16 digits with a 1000-step cosine schedule;
 ``simple`` predicts ε with a fixed Σ (L_simple), ``hybrid`` also learns Σ (L_simple + λ·L_vlb, λ = 0.001).
@@ -59,6 +62,14 @@ def digits_configs(loss: str) -> tuple[UNetConfig, dict]:
     return replace(DIGITS_UNET, learn_sigma=loss == "hybrid"), diffusion_config(loss)
 
 
+def require_out(out: str | Path | None, shipped: str) -> Path:
+    """``out`` as a Path; a clear error when it is missing (recipes never default to a shipped file)."""
+    if out is None:
+        raise ValueError(f"give out=… (--out): where to write the weights; to replace the shipped one, give "
+                         f"{CHECKPOINT_DIR.name}/{shipped}.safetensors under the data folder explicitly")
+    return Path(out)
+
+
 def train_digits(
     loss: str,
     steps: int | None = None,
@@ -77,9 +88,9 @@ def train_digits(
     if loss not in ("simple", "hybrid"):
         raise ValueError(f"loss must be 'simple' or 'hybrid', got {loss!r}")
     unet_cfg, diffusion_cfg = digits_configs(loss)
-    cfg = replace(DIGITS_TRAIN, steps=steps or DIGITS_TRAIN.steps, seed=seed, progress=progress, loss_type=loss,
-                  sample_every=sample_every, snapshot_every=snapshot_every)
-    out = out or CHECKPOINT_DIR / f"digits_{loss}.safetensors"
+    cfg = replace(DIGITS_TRAIN, steps=DIGITS_TRAIN.steps if steps is None else steps, seed=seed, progress=progress,
+                  loss_type=loss, sample_every=sample_every, snapshot_every=snapshot_every)
+    out = require_out(out, f"digits_{loss}")
     info = {"command": f"python -m glide_edu.recipes digits --loss {loss}",
             "weights": weights_note(cfg)}
     return _train_and_ship(unet_cfg, diffusion_cfg, cfg, out, run_dir, info)
@@ -188,11 +199,11 @@ def train_digits_cfg(
         raise ValueError(f"p_uncond must lie strictly between 0 and 1, got {p_uncond}")
     unet_cfg, diffusion_cfg = digits_configs("hybrid")
     unet_cfg = replace(unet_cfg, num_classes=NULL_LABEL + 1)
-    cfg = replace(DIGITS_TRAIN, steps=steps or DIGITS_TRAIN.steps, seed=seed, progress=progress, loss_type="hybrid",
-                  sample_every=sample_every, snapshot_every=snapshot_every)
+    cfg = replace(DIGITS_TRAIN, steps=DIGITS_TRAIN.steps if steps is None else steps, seed=seed, progress=progress,
+                  loss_type="hybrid", sample_every=sample_every, snapshot_every=snapshot_every)
     init = Path(init) if init is not None else None
     cfg.extra = {"p_uncond": p_uncond, "null_label": NULL_LABEL, "init": init.name if init else None}
-    out = out or CHECKPOINT_DIR / f"{cfg_checkpoint_name(p_uncond)}.safetensors"
+    out = require_out(out, cfg_checkpoint_name(p_uncond))
     info = {
         "command": f"python -m glide_edu.recipes digits-cfg --p-uncond {p_uncond}",
         "p_uncond": p_uncond,
@@ -251,13 +262,16 @@ def folder_recipe(args: argparse.Namespace) -> dict:
             "run_dir": args.run_dir, "info": info, "images": data.images, "labels": data.labels, **null}
 
 
+OUT_HELP = "file to write (required; to replace a shipped file, give its path under data/)"
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m glide_edu.recipes", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="recipe", required=True)
     digits = sub.add_parser("digits", help="the 16×16 digits diffusion model of chapters 3–4")
     digits.add_argument("--loss", choices=["simple", "hybrid"], required=True)
     digits.add_argument("--steps", type=int, default=None, help=f"default {DIGITS_TRAIN.steps}")
-    digits.add_argument("--out", type=Path, default=None, help="default data/checkpoints/digits_<loss>.safetensors")
+    digits.add_argument("--out", type=Path, required=True, help=OUT_HELP)
     digits.add_argument("--run-dir", type=Path, default=None, help="keep resumable checkpoints here")
     digits.add_argument("--threads", type=int, default=None)
     digits.add_argument("--sample-every", type=int, default=0, metavar="N",
@@ -268,7 +282,7 @@ def main(argv: list[str] | None = None) -> None:
     cfgp = sub.add_parser("digits-cfg", help="the class-conditional digits model with label dropout (chapter 6)")
     cfgp.add_argument("--p-uncond", type=float, required=True, help="probability of the null label, e.g. 0.1")
     cfgp.add_argument("--steps", type=int, default=None, help=f"default {DIGITS_TRAIN.steps}")
-    cfgp.add_argument("--out", type=Path, default=None, help="default data/checkpoints/digits_cfg_p<100·p>.safetensors")
+    cfgp.add_argument("--out", type=Path, required=True, help=OUT_HELP)
     cfgp.add_argument("--run-dir", type=Path, default=None, help="keep resumable checkpoints here")
     cfgp.add_argument("--threads", type=int, default=None)
     cfgp.add_argument("--sample-every", type=int, default=0, metavar="N",
@@ -283,7 +297,7 @@ def main(argv: list[str] | None = None) -> None:
     noise_flag.add_argument("--noised", action="store_true", help="train on q_sample(x_0, t), t uniform")
     noise_flag.add_argument("--clean", action="store_true", help="the control: clean x_0, t = 0 only")
     clf.add_argument("--steps", type=int, default=None, help="default 6000 (--noised) or 1000 (--clean)")
-    clf.add_argument("--out", type=Path, default=None, help="default data/checkpoints/digits_classifier_<noisy|clean>")
+    clf.add_argument("--out", type=Path, required=True, help=OUT_HELP)
     clf.add_argument("--threads", type=int, default=None)
     clf.add_argument("--seed", type=int, default=0)
     fold = sub.add_parser("folder", help="an ADM UNet on a folder of your own images (class sub-folders → labels)")
@@ -315,10 +329,12 @@ def main(argv: list[str] | None = None) -> None:
     mini.add_argument("--threads", type=int, default=None)
     mini.add_argument("--seed", type=int, default=0)
     pics = sub.add_parser("picture-features", help="the emoji/shapes feature network of the FID-proxy (chapter 12)")
+    pics.add_argument("--out", type=Path, required=True, help=OUT_HELP)
     pics.add_argument("--epochs", type=int, default=8)
     pics.add_argument("--seed", type=int, default=0)
     pics.add_argument("--threads", type=int, default=None)
     feats = sub.add_parser("fid-features", help="the digit feature network of the FID-proxy (glide_edu.metrics)")
+    feats.add_argument("--out", type=Path, required=True, help=OUT_HELP)
     feats.add_argument("--epochs", type=int, default=30)
     feats.add_argument("--seed", type=int, default=0)
     feats.add_argument("--threads", type=int, default=None)
@@ -329,13 +345,13 @@ def main(argv: list[str] | None = None) -> None:
         from glide_edu.metrics import save_feature_net, train_feature_net
 
         net, accuracy = train_feature_net(args.epochs, args.seed)
-        print(f"wrote {save_feature_net(net)} (test accuracy {accuracy:.4f})")
+        print(f"wrote {save_feature_net(net, args.out)} (test accuracy {accuracy:.4f})")
         return
     if args.recipe == "picture-features":
         from glide_edu.text_metrics import save_picture_net, train_picture_net
 
         net, accuracy = train_picture_net(args.epochs, args.seed)
-        print(f"wrote {save_picture_net(net)} (accuracy on new shapes scenes {accuracy:.4f})")
+        print(f"wrote {save_picture_net(net, args.out)} (accuracy on new shapes scenes {accuracy:.4f})")
         return
     if args.recipe == "classifier":
         from glide_edu.train_classifier import train_and_save_classifier

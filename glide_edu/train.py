@@ -15,7 +15,10 @@ format), which is how a training curve (quality against steps) is measured after
 
 Each is written into a temporary folder that is renamed into place (atomic on POSIX), and the small file
 ``<run_dir>/latest`` is replaced atomically last, so an interrupted write never damages the previous
-checkpoint. Resuming refuses a checkpoint whose model or diffusion config differs from the current one.
+checkpoint (:mod:`glide_edu.run_dir`: the folder is locked for one trainer; what a kill leaves behind is
+cleaned or skipped on the next start). Resuming refuses a checkpoint whose model or diffusion config, or a
+run-defining option (:data:`FIXED_OPTIONS`), differs from the current one; other options may change and
+are applied and recorded (``option_history`` in ``trainer.json``). Options are validated before anything runs.
 """
 
 from __future__ import annotations
@@ -23,102 +26,38 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
-import tempfile
+import warnings
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 from torch.optim.swa_utils import AveragedModel
 from tqdm.auto import tqdm
 
 from glide_edu.diffusion import GaussianDiffusion
-from glide_edu.fileio import atomic_write, atomic_write_text
+from glide_edu.fileio import atomic_write
 from glide_edu.resample import LossSecondMomentResampler, create_named_schedule_sampler
-
-
-@dataclass
-class TrainConfig:
-    """Hyper-parameters of :class:`Trainer` (defaults: Improved DDPM's recipe, scaled for a CPU)."""
-
-    steps: int = 1000
-    batch_size: int = 64
-    lr: float = 2e-4
-    weight_decay: float = 0.0
-    ema_rate: float = 0.999
-    # Warm-up of the EMA decay: min(ema_rate, (1 + n) / (10 + n)) after n updates (the num_updates rule of
-    # tf.train.ExponentialMovingAverage, diffusers' EMAModel without use_ema_warmup). Without it, a 0.999 EMA
-    # still gives the initial weights 0.999**n of the average (13 % after 2000 steps): fine for long runs,
-    # a large lag for short CPU runs. Off by default so the shipped digits recipes reproduce bit for bit.
-    ema_warmup: bool = False
-    grad_clip: float | None = 1.0
-    loss_type: str | None = None  # None: "simple" for a fixed Σ, "hybrid" for a learned one
-    lambda_vlb: float = 0.001
-    schedule_sampler: str = "uniform"  # or "loss-second-moment"
-    seed: int = 0
-    log_every: int = 50
-    checkpoint_every: int = 0  # 0: only at the end (when a run_dir is given)
-    keep_checkpoints: int = 2
-    sample_every: int = 0  # 0: no sample grids during training
-    sample_count: int = 16  # images per grid
-    sample_steps: int = 50  # respaced ancestral steps per grid
-    snapshot_every: int = 0  # 0: no EMA snapshots (they need a run_dir)
-    progress: bool = True
-    extra: dict = field(default_factory=dict)
-
-
-def ema_decay(rate: float, n_updates: int, warmup: bool) -> float:
-    """Decay of the EMA update after ``n_updates`` earlier ones: ``rate``, or min(rate, (1 + n) / (10 + n))."""
-    return min(rate, (1 + n_updates) / (10 + n_updates)) if warmup else rate
-
-
-def ema_update_fn(rate: float, warmup: bool = False):
-    """``multi_avg_fn`` for :class:`~torch.optim.swa_utils.AveragedModel`: θ_ema ← d·θ_ema + (1 − d)·θ.
-
-    AveragedModel copies the weights on its first update and calls this with the number of updates so far.
-    """
-    if not 0.0 <= rate < 1.0:
-        raise ValueError(f"ema_rate must be in [0, 1), got {rate}; typical values are 0.995–0.9999")
-
-    @torch.no_grad()
-    def update(ema_params: list[Tensor], params: list[Tensor], num_averaged: Tensor | int) -> None:
-        decay = ema_decay(rate, int(num_averaged), warmup)
-        for e, p in zip(ema_params, params, strict=True):
-            e.lerp_(p.to(e.dtype), 1.0 - decay)
-
-    return update
-
-
-class TrainingDiverged(FloatingPointError):
-    """The loss became NaN or infinite; the last good checkpoint is kept."""
-
-
-def _config_diff(a: Any, b: Any, prefix: str = "") -> list[tuple[str, Any, Any]]:
-    """Leaf-level differences between two JSON-like configs: [(dotted key, a value, b value)]."""
-    if isinstance(a, dict) and isinstance(b, dict):
-        out: list[tuple[str, Any, Any]] = []
-        for k in sorted(set(a) | set(b)):
-            out += _config_diff(a.get(k), b.get(k), f"{prefix}{k}.")
-        return out
-    return [] if a == b else [(prefix.rstrip("."), a, b)]
-
-
-def latest_checkpoint(run_dir: str | os.PathLike) -> Path | None:
-    """The folder named by ``<run_dir>/latest``, or None when the run has no checkpoint yet."""
-    pointer = Path(run_dir) / "latest"
-    if not pointer.exists():
-        return None
-    path = Path(run_dir) / pointer.read_text().strip()
-    if not (path / "trainer.json").exists():
-        raise FileNotFoundError(
-            f"{pointer} names {path.name}, which is incomplete or missing; delete {pointer} to start over"
-        )
-    return path
+from glide_edu.run_dir import (  # noqa: F401  (latest_checkpoint: re-exported, part of this module's API)
+    RunLock,
+    check_writable,
+    clean_temporaries,
+    latest_checkpoint,
+    read_checkpoint,
+    write_checkpoint,
+)
+from glide_edu.train_config import (  # noqa: F401  (re-exported: part of this module's API)
+    FIXED_OPTIONS,
+    TrainConfig,
+    TrainingDiverged,
+    _config_diff,
+    ema_decay,
+    ema_update_fn,
+    option_changes,
+)
 
 
 class Trainer:
@@ -148,6 +87,7 @@ class Trainer:
         null_label: int | None = None,
     ) -> None:
         self.config = cfg = config or TrainConfig()
+        cfg.validate()
         self._check_data(model, images, labels)
         self.model, self.diffusion = model, diffusion
         self.images, self.labels = images, labels
@@ -166,9 +106,20 @@ class Trainer:
         self.step = 0
         self.history: list[dict[str, float]] = []
         self.last_samples: Tensor | None = None  # (sample_count, C, H, W), the latest grid's images
+        self.option_history: list[dict[str, Any]] = []
+        self.lock: RunLock | None = None
         self._check_sampling(cfg, diffusion.num_timesteps)
-        if self.run_dir is not None and latest_checkpoint(self.run_dir) is not None:
-            self.load(latest_checkpoint(self.run_dir))
+        if self.run_dir is not None:
+            n_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
+            check_writable(self.run_dir, need_bytes=4 * n_bytes * (cfg.keep_checkpoints + 1))  # weights, EMA, Adam
+            self.lock = RunLock(self.run_dir)  # a second trainer on this folder is refused
+            removed = clean_temporaries(self.run_dir)
+            if removed:
+                warnings.warn(f"removed {len(removed)} half-written checkpoint folder(s) a stopped run left in "
+                              f"{self.run_dir}: {', '.join(removed)}", stacklevel=2)
+            latest = latest_checkpoint(self.run_dir)
+            if latest is not None:
+                self.load(latest)
 
     @staticmethod
     def _check_sampling(cfg: TrainConfig, num_timesteps: int) -> None:
@@ -252,26 +203,37 @@ class Trainer:
         return logs
 
     def train(self, steps: int | None = None, callback: Callable[[Trainer, dict], None] | None = None) -> list[dict]:
-        """Train until ``steps`` total steps (default: config.steps); checkpoints as configured."""
+        """Train until ``steps`` total steps (default: config.steps); checkpoints as configured. The run folder
+        stays locked until this returns (or raises)."""
         target = steps if steps is not None else self.config.steps
+        if self.run_dir is not None and self.lock is None:
+            self.lock = RunLock(self.run_dir)
         bar = tqdm(total=target, initial=self.step, desc="training", disable=not self.config.progress, leave=False)
-        while self.step < target:
-            logs = self.train_step()
-            bar.update(1)
-            if self.step % max(1, self.config.log_every) == 0 or self.step == target:
-                self.history.append(logs)
-                bar.set_postfix(loss=f"{logs['loss']:.4f}")
-            if callback is not None:
-                callback(self, logs)
-            every = self.config.checkpoint_every
-            if self.run_dir is not None and ((every and self.step % every == 0) or self.step == target):
-                self.save()
-            if self.config.sample_every and self.step % self.config.sample_every == 0:
-                self.last_samples = self.sample_grid()
-            if self.run_dir is not None and self.config.snapshot_every and self.step % self.config.snapshot_every == 0:
-                self.save_snapshot()
-        bar.close()
+        try:
+            while self.step < target:
+                self._one_step(target, bar, callback)
+        finally:
+            bar.close()
+            if self.lock is not None:
+                self.lock.release()
+                self.lock = None
         return self.history
+
+    def _one_step(self, target: int, bar: Any, callback: Callable[[Trainer, dict], None] | None) -> None:
+        logs = self.train_step()
+        bar.update(1)
+        if self.step % max(1, self.config.log_every) == 0 or self.step == target:
+            self.history.append(logs)
+            bar.set_postfix(loss=f"{logs['loss']:.4f}")
+        if callback is not None:
+            callback(self, logs)
+        every = self.config.checkpoint_every
+        if self.run_dir is not None and ((every and self.step % every == 0) or self.step == target):
+            self.save()
+        if self.config.sample_every and self.step % self.config.sample_every == 0:
+            self.last_samples = self.sample_grid()
+        if self.run_dir is not None and self.config.snapshot_every and self.step % self.config.snapshot_every == 0:
+            self.save_snapshot()
 
     def grid_kwargs(self, n: int) -> dict[str, Tensor]:
         """The model inputs of a grid's ``n`` rows: class-conditional runs cycle through the dataset's labels."""
@@ -336,49 +298,30 @@ class Trainer:
             "model_config": self.model_config,
             "diffusion_config": self.diffusion_config,
             "train_config": asdict(self.config),
+            "option_history": self.option_history,
         }
 
     def save(self) -> Path:
         """Write ``ckpt-<step>`` atomically, point ``latest`` at it and prune old checkpoints."""
         if self.run_dir is None:
             raise ValueError("this Trainer has no run_dir; pass run_dir=… to save checkpoints")
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        name = f"ckpt-{self.step:07d}"
-        final = self.run_dir / name
-        tmp = Path(tempfile.mkdtemp(dir=self.run_dir, prefix=f".{name}."))
-        try:
-            save_file(
-                {k: v.detach().contiguous() for k, v in self.model.state_dict().items()}, tmp / "model.safetensors"
-            )
-            ema_state = {k: v.detach().contiguous() for k, v in self.ema_model.state_dict().items()}
-            save_file(ema_state, tmp / "ema.safetensors")
-            state = {
-                "optimizer": self.optimizer.state_dict(),
-                "ema_n_averaged": self.ema.n_averaged.detach().clone(),
-                "torch_rng": torch.get_rng_state(),
-                "generator": self.generator.get_state(),
-            }
-            if isinstance(self.sampler, LossSecondMomentResampler):
-                state["sampler_history"] = torch.from_numpy(self.sampler._history.copy())
-                state["sampler_counts"] = torch.from_numpy(self.sampler._counts.copy())
-            torch.save(state, tmp / "optimizer.pt")
-            (tmp / "trainer.json").write_text(json.dumps(self._meta(), indent=2))
-            if final.exists():
-                shutil.rmtree(final)
-            os.rename(tmp, final)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        atomic_write_text(self.run_dir / "latest", name)
-        olds = sorted(p for p in self.run_dir.glob("ckpt-*") if p.is_dir() and p.name != name)
-        for old in olds[: max(0, len(olds) - (self.config.keep_checkpoints - 1))]:
-            shutil.rmtree(old, ignore_errors=True)
-        return final
+        state = {
+            "optimizer": self.optimizer.state_dict(),
+            "ema_n_averaged": self.ema.n_averaged.detach().clone(),
+            "torch_rng": torch.get_rng_state(),
+            "generator": self.generator.get_state(),
+        }
+        if isinstance(self.sampler, LossSecondMomentResampler):
+            state["sampler_history"] = torch.from_numpy(self.sampler._history.copy())
+            state["sampler_counts"] = torch.from_numpy(self.sampler._counts.copy())
+        return write_checkpoint(self.run_dir, self.step, self.model.state_dict(), self.ema_model.state_dict(), state,
+                                self._meta(), self.config.keep_checkpoints)
 
     def load(self, path: str | os.PathLike) -> None:
-        """Resume from a checkpoint folder; refuses one written for another model or diffusion config."""
+        """Resume from a checkpoint folder; refuses one written for another model or diffusion config, or with
+        other run-defining options (:data:`FIXED_OPTIONS`); other changed options are applied and recorded."""
         path = Path(path)
-        meta = json.loads((path / "trainer.json").read_text())
+        model_state, ema_state, state, meta = read_checkpoint(path)
         for key, mine in (("model_config", self.model_config), ("diffusion_config", self.diffusion_config)):
             theirs = meta.get(key)
             if theirs != mine:
@@ -387,10 +330,12 @@ class Trainer:
                     f"checkpoint {path} was written for a different {key} ({diff}); "
                     "use another run_dir to train this configuration — nothing was overwritten"
                 )
-        self.model.load_state_dict(load_file(path / "model.safetensors"), strict=True)
-        self.ema_model.load_state_dict(load_file(path / "ema.safetensors"), strict=True)
-        state = torch.load(path / "optimizer.pt", weights_only=True)
+        changes = option_changes(meta.get("train_config", {}), asdict(self.config))
+        self.model.load_state_dict(model_state, strict=True)
+        self.ema_model.load_state_dict(ema_state, strict=True)
         self.optimizer.load_state_dict(state["optimizer"])
+        for group in self.optimizer.param_groups:  # a changed lr / weight decay applies from here on
+            group["lr"], group["weight_decay"] = self.config.lr, self.config.weight_decay
         self.ema.n_averaged.copy_(state["ema_n_averaged"])
         torch.set_rng_state(state["torch_rng"])
         self.generator.set_state(state["generator"])
@@ -398,3 +343,6 @@ class Trainer:
             self.sampler._history = state["sampler_history"].numpy().copy()
             self.sampler._counts = state["sampler_counts"].numpy().copy()
         self.step = int(meta["step"])
+        self.option_history = list(meta.get("option_history", []))
+        if changes:
+            self.option_history.append({"step": self.step, "changed": {k: [a, b] for k, a, b in changes}})

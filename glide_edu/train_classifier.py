@@ -24,7 +24,7 @@ from torch import Tensor
 from glide_edu.data import load_digits
 from glide_edu.diffusion import GaussianDiffusion
 from glide_edu.nn.classifier import ClassifierConfig, EncoderUNetModel
-from glide_edu.pretrained import CHECKPOINT_DIR, read_metadata, save_small_checkpoint, shipped_checkpoint
+from glide_edu.pretrained import read_metadata, save_small_checkpoint, shipped_checkpoint
 from glide_edu.respace import create_diffusion
 
 __all__ = [
@@ -169,7 +169,11 @@ def train_and_save_classifier(
     """The recipe behind ``python -m glide_edu.recipes classifier --noised|--clean``."""
     diffusion_cfg = digits_diffusion_config()
     diffusion = create_diffusion(**diffusion_cfg)
-    steps = steps or (CLASSIFIER_STEPS if noised else CLEAN_CLASSIFIER_STEPS)
+    steps = steps if steps is not None else (CLASSIFIER_STEPS if noised else CLEAN_CLASSIFIER_STEPS)
+    if steps < 1:
+        raise ValueError(f"steps={steps}: a classifier needs at least 1 training step")
+    if out is None:
+        raise ValueError("give out=… (--out): where to write the classifier; recipes never default to a shipped file")
     start = time.perf_counter()
     model, history = train_classifier(noised, steps, diffusion=diffusion, seed=seed, progress=progress)
     seconds = time.perf_counter() - start
@@ -188,5 +192,4 @@ def train_and_save_classifier(
         "diffusion_of": "digits_simple",
         "weights": "stored as float16",
     }
-    out = out or CHECKPOINT_DIR / f"{classifier_name(noised)}.safetensors"
     return save_classifier(out, model, diffusion_cfg, info)

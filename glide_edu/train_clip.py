@@ -125,6 +125,9 @@ def train_clip(out: str | os.PathLike, config: ClipConfig = MINI_CLIP, train: Cl
                images: Tensor | None = None, captions: list[str] | None = None) -> Path:
     """Train a CLIP on the book's captions (or on ``images``/``captions``) and write it to ``out``."""
     cfg = train or ClipTrainConfig()
+    if cfg.steps < 1 or cfg.batch_size < 2 or not (math.isfinite(cfg.lr) and cfg.lr > 0):
+        raise ValueError(f"bad CLIP training options: steps={cfg.steps} (≥ 1), batch_size={cfg.batch_size} (≥ 2: "
+                         f"a contrastive batch needs negatives), lr={cfg.lr} (finite, > 0)")
     if images is None or captions is None:
         data = book_captions("train", cfg.n_shapes, cfg.seed)
         images, captions = data.images, data.captions

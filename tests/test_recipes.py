@@ -30,9 +30,27 @@ def test_digits_recipe_short_run_writes_checkpoint_and_sample_grids(tmp_path) ->
 
 def test_sample_every_without_run_dir_is_refused(capsys) -> None:
     with pytest.raises(SystemExit) as exc:
-        recipes.main(["digits", "--loss", "simple", "--steps", "1", "--sample-every", "5"])
+        recipes.main(["digits", "--loss", "simple", "--steps", "1", "--sample-every", "5", "--out", "x.safetensors"])
     assert exc.value.code == 2
     assert "--sample-every needs --run-dir" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("recipe", [["digits", "--loss", "simple"], ["digits-cfg", "--p-uncond", "0.1"],
+                                    ["classifier", "--noised"], ["fid-features"], ["picture-features"],
+                                    ["glide-mini"]])
+def test_every_recipe_needs_an_explicit_out(recipe: list[str], capsys) -> None:
+    """No recipe writes over a shipped file under data/ unless that path is given."""
+    with pytest.raises(SystemExit) as exc:
+        recipes.main([*recipe, "--steps", "1"] if recipe[0] not in ("fid-features", "picture-features") else recipe)
+    assert exc.value.code == 2 and "--out" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("steps", ["0", "-1"])
+def test_non_positive_steps_are_refused_before_training(steps: str, tmp_path) -> None:
+    out = tmp_path / "m.safetensors"
+    with pytest.raises(ValueError, match=r"steps=-?\d+ \(need ≥ 1\)"):
+        recipes.main(["digits", "--loss", "simple", "--steps", steps, "--out", str(out)])
+    assert not out.exists()
 
 
 def _folder(tmp_path):

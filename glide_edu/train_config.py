@@ -1,0 +1,118 @@
+"""Options of a training run (:class:`TrainConfig`), the rules for changing them on resume, and the EMA.
+
+Used by :class:`glide_edu.train.Trainer` (and re-exported there).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor
+
+
+@dataclass
+class TrainConfig:
+    """Hyper-parameters of :class:`Trainer` (defaults: Improved DDPM's recipe, scaled for a CPU)."""
+
+    steps: int = 1000
+    batch_size: int = 64
+    lr: float = 2e-4
+    weight_decay: float = 0.0
+    ema_rate: float = 0.999
+    # Warm-up of the EMA decay: min(ema_rate, (1 + n) / (10 + n)) after n updates (the num_updates rule of
+    # tf.train.ExponentialMovingAverage, diffusers' EMAModel without use_ema_warmup). Without it, a 0.999 EMA
+    # still gives the initial weights 0.999**n of the average (13 % after 2000 steps): fine for long runs,
+    # a large lag for short CPU runs. Off by default so the shipped digits recipes reproduce bit for bit.
+    ema_warmup: bool = False
+    grad_clip: float | None = 1.0
+    loss_type: str | None = None  # None: "simple" for a fixed Σ, "hybrid" for a learned one
+    lambda_vlb: float = 0.001
+    schedule_sampler: str = "uniform"  # or "loss-second-moment"
+    seed: int = 0
+    log_every: int = 50
+    checkpoint_every: int = 0  # 0: only at the end (when a run_dir is given)
+    keep_checkpoints: int = 2
+    sample_every: int = 0  # 0: no sample grids during training
+    sample_count: int = 16  # images per grid
+    sample_steps: int = 50  # respaced ancestral steps per grid
+    snapshot_every: int = 0  # 0: no EMA snapshots (they need a run_dir)
+    progress: bool = True
+    extra: dict = field(default_factory=dict)
+
+
+    def validate(self) -> None:
+        """One clear error for options no run can use (checked before anything is trained or written)."""
+        bad = []
+        if not (isinstance(self.steps, int) and self.steps >= 1):
+            bad.append(f"steps={self.steps} (need ≥ 1)")
+        if not (isinstance(self.batch_size, int) and self.batch_size >= 1):
+            bad.append(f"batch_size={self.batch_size} (need ≥ 1)")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            bad.append(f"lr={self.lr} (need a finite value > 0, e.g. 1e-4)")
+        if not 0.0 <= self.ema_rate < 1.0:
+            bad.append(f"ema_rate={self.ema_rate} (need 0 ≤ rate < 1, e.g. 0.9999)")
+        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+            bad.append(f"weight_decay={self.weight_decay} (need ≥ 0)")
+        if self.grad_clip is not None and not (math.isfinite(self.grad_clip) and self.grad_clip > 0):
+            bad.append(f"grad_clip={self.grad_clip} (need > 0, or None for no clipping)")
+        if self.keep_checkpoints < 1 or self.checkpoint_every < 0 or self.snapshot_every < 0:
+            bad.append("keep_checkpoints ≥ 1, checkpoint_every ≥ 0 and snapshot_every ≥ 0 are needed")
+        if bad:
+            raise ValueError("bad training options: " + "; ".join(bad))
+
+
+# Options that define a run: resuming with another value would silently train a different model, so it is
+# refused. Every other option (steps, lr, batch size, EMA rate, clipping, logging…) may change on resume: the
+# new value applies from the resumed step and is recorded in trainer.json's "option_history".
+FIXED_OPTIONS = ("seed", "loss_type", "lambda_vlb", "schedule_sampler", "ema_warmup")
+
+
+def option_changes(old: dict[str, Any], new: dict[str, Any]) -> list[tuple[str, Any, Any]]:
+    """The training options that differ between a checkpoint's ``old`` and the ``new`` config (``progress``
+    and ``extra`` aside); raises for a change of a :data:`FIXED_OPTIONS` entry."""
+    changes = [(k, old.get(k), new.get(k)) for k in sorted(new) if k not in ("progress", "extra")
+               and k in old and old.get(k) != new.get(k)]
+    fixed = [f"{k}: {a!r} → {b!r}" for k, a, b in changes if k in FIXED_OPTIONS]
+    if fixed:
+        raise ValueError(f"cannot resume with another {', '.join(fixed)}: these options define the run; resume "
+                         "with the old value or train into another run_dir")
+    return changes
+
+
+def ema_decay(rate: float, n_updates: int, warmup: bool) -> float:
+    """Decay of the EMA update after ``n_updates`` earlier ones: ``rate``, or min(rate, (1 + n) / (10 + n))."""
+    return min(rate, (1 + n_updates) / (10 + n_updates)) if warmup else rate
+
+
+def ema_update_fn(rate: float, warmup: bool = False):
+    """``multi_avg_fn`` for :class:`~torch.optim.swa_utils.AveragedModel`: θ_ema ← d·θ_ema + (1 − d)·θ.
+
+    AveragedModel copies the weights on its first update and calls this with the number of updates so far.
+    """
+    if not 0.0 <= rate < 1.0:
+        raise ValueError(f"ema_rate must be in [0, 1), got {rate}; typical values are 0.995–0.9999")
+
+    @torch.no_grad()
+    def update(ema_params: list[Tensor], params: list[Tensor], num_averaged: Tensor | int) -> None:
+        decay = ema_decay(rate, int(num_averaged), warmup)
+        for e, p in zip(ema_params, params, strict=True):
+            e.lerp_(p.to(e.dtype), 1.0 - decay)
+
+    return update
+
+
+class TrainingDiverged(FloatingPointError):
+    """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+def _config_diff(a: Any, b: Any, prefix: str = "") -> list[tuple[str, Any, Any]]:
+    """Leaf-level differences between two JSON-like configs: [(dotted key, a value, b value)]."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        out: list[tuple[str, Any, Any]] = []
+        for k in sorted(set(a) | set(b)):
+            out += _config_diff(a.get(k), b.get(k), f"{prefix}{k}.")
+        return out
+    return [] if a == b else [(prefix.rstrip("."), a, b)]
