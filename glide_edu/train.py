@@ -54,6 +54,7 @@ from glide_edu.train_config import (  # noqa: F401  (re-exported: part of this m
     TrainConfig,
     TrainingDiverged,
     _config_diff,
+    divergence_hint,
     ema_decay,
     ema_update_fn,
     option_changes,
@@ -108,6 +109,8 @@ class Trainer:
         self.last_samples: Tensor | None = None  # (sample_count, C, H, W), the latest grid's images
         self.option_history: list[dict[str, Any]] = []
         self.lock: RunLock | None = None
+        self._recent: list[float] = []  # the last blowup_window losses (not saved: it only decides what is saved)
+        self._best_recent, self._warned_climbing = math.inf, False
         self._check_sampling(cfg, diffusion.num_timesteps)
         if self.run_dir is not None:
             n_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
@@ -181,11 +184,10 @@ class Trainer:
             self.sampler.update_with_local_losses(t, terms["loss"].detach())
         loss = (terms["loss"] * weights).mean()
         if not torch.isfinite(loss):
-            raise TrainingDiverged(
-                f"the loss became {loss.detach().item()} at step {self.step + 1}; weights were not updated"
-                + (f" and the last good checkpoint in {self.run_dir} is kept" if self.run_dir else "")
-                + " — lower the learning rate or enable grad_clip"
-            )
+            good = latest_checkpoint(self.run_dir) if self.run_dir is not None else None
+            kept = f"; the last good checkpoint, {good.name}, is kept and resuming starts there" if good else ""
+            raise TrainingDiverged(f"the loss became {loss.detach().item()} at step {self.step + 1}; weights were not "
+                                   f"updated{kept} — {divergence_hint(self.config)}")
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = float("nan")
@@ -219,8 +221,25 @@ class Trainer:
                 self.lock = None
         return self.history
 
+    def loss_is_climbing(self, loss: float) -> bool:
+        """Record ``loss``; True while the recent mean loss is ``blowup_factor`` × above its best (no saving)."""
+        window = self.config.blowup_window
+        self._recent.append(loss)
+        del self._recent[:-window]
+        if len(self._recent) < window:
+            return False
+        mean = sum(self._recent) / window
+        self._best_recent = min(self._best_recent, mean)
+        return mean > self.config.blowup_factor * self._best_recent
+
     def _one_step(self, target: int, bar: Any, callback: Callable[[Trainer, dict], None] | None) -> None:
         logs = self.train_step()
+        climbing = self.loss_is_climbing(logs["loss"])
+        if climbing and not self._warned_climbing:
+            warnings.warn(f"step {self.step}: the mean loss of the last {self.config.blowup_window} steps is more than "
+                          f"{self.config.blowup_factor:g}× its best; no checkpoint is written until it recovers",
+                          stacklevel=3)
+        self._warned_climbing = climbing
         bar.update(1)
         if self.step % max(1, self.config.log_every) == 0 or self.step == target:
             self.history.append(logs)
@@ -228,7 +247,7 @@ class Trainer:
         if callback is not None:
             callback(self, logs)
         every = self.config.checkpoint_every
-        if self.run_dir is not None and ((every and self.step % every == 0) or self.step == target):
+        if self.run_dir is not None and ((every and self.step % every == 0) or self.step == target) and not climbing:
             self.save()
         if self.config.sample_every and self.step % self.config.sample_every == 0:
             self.last_samples = self.sample_grid()

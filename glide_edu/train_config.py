@@ -40,6 +40,11 @@ class TrainConfig:
     sample_steps: int = 50  # respaced ancestral steps per grid
     snapshot_every: int = 0  # 0: no EMA snapshots (they need a run_dir)
     progress: bool = True
+    # A blow-up guard: while the mean loss of the last ``blowup_window`` steps exceeds ``blowup_factor`` times
+    # the best such mean so far, no checkpoint is written — so "the last good checkpoint" a NaN falls back to
+    # dates from before the loss started to climb, not merely from before it became NaN.
+    blowup_window: int = 50
+    blowup_factor: float = 3.0
     extra: dict = field(default_factory=dict)
 
 
@@ -60,6 +65,8 @@ class TrainConfig:
             bad.append(f"grad_clip={self.grad_clip} (need > 0, or None for no clipping)")
         if self.keep_checkpoints < 1 or self.checkpoint_every < 0 or self.snapshot_every < 0:
             bad.append("keep_checkpoints ≥ 1, checkpoint_every ≥ 0 and snapshot_every ≥ 0 are needed")
+        if self.blowup_window < 1 or not self.blowup_factor > 1:
+            bad.append(f"blowup_window={self.blowup_window} (≥ 1), blowup_factor={self.blowup_factor} (> 1)")
         if bad:
             raise ValueError("bad training options: " + "; ".join(bad))
 
@@ -106,6 +113,13 @@ def ema_update_fn(rate: float, warmup: bool = False):
 
 class TrainingDiverged(FloatingPointError):
     """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+def divergence_hint(config: TrainConfig) -> str:
+    """What to change, for this configuration, after the loss became NaN/inf."""
+    if not config.grad_clip:
+        return "enable gradient clipping (grad_clip=1.0, --grad-clip 1)"
+    return f"lower the learning rate (lr={config.lr:g} now; try {config.lr / 2:g}); clipping is already on"
 
 
 def _config_diff(a: Any, b: Any, prefix: str = "") -> list[tuple[str, Any, Any]]:

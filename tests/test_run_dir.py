@@ -140,3 +140,34 @@ def test_unwritable_or_full_destination_is_refused_up_front(tmp_path: Path, monk
         _trainer(tmp_path / "run")
     assert not (tmp_path / "run").exists()
     check_writable(tmp_path, need_bytes=500)  # enough: no error
+
+
+def test_a_blow_up_keeps_a_checkpoint_from_before_the_loss_rose(tmp_path: Path) -> None:
+    from glide_edu.train import TrainingDiverged
+
+    config = replace(TRAIN, steps=200, checkpoint_every=5, keep_checkpoints=2, blowup_window=5, lr=1e-3)
+    trainer = _trainer(tmp_path, config)
+    losses: list[float] = []
+
+    def sabotage(t: Trainer, logs: dict) -> None:
+        losses.append(logs["loss"])
+        if t.step == 40:  # the learning rate jumps: the loss climbs
+            for group in t.optimizer.param_groups:
+                group["lr"] = 0.1
+        if t.step == 60:  # …and then the weights become NaN
+            with torch.no_grad():
+                next(t.model.parameters()).fill_(float("nan"))
+
+    with pytest.warns(UserWarning, match="no checkpoint is written until it recovers"):
+        with pytest.raises(TrainingDiverged, match=r"at step 61; .*the last good checkpoint, ckpt-0000040, is kept"
+                                                   r".* lower the learning rate \(lr=0.001 now; try 0.0005\)"):
+            trainer.train(callback=sabotage)
+    assert max(losses[40:60]) > 3 * min(losses[30:40])  # the loss did climb before the NaN
+    assert latest_checkpoint(tmp_path).name == "ckpt-0000040"  # not 45…60: written while the loss climbed
+
+
+def test_the_divergence_hint_follows_the_configuration() -> None:
+    from glide_edu.train_config import divergence_hint
+
+    assert "enable gradient clipping" in divergence_hint(replace(TRAIN, grad_clip=None))
+    assert "lower the learning rate (lr=0.0002 now; try 0.0001)" in divergence_hint(TRAIN)
