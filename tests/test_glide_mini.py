@@ -140,3 +140,14 @@ def test_cli_samples_with_the_miniature(small_file: Path, tmp_path: Path, capsys
 def test_unknown_tokenizer_name_is_one_clear_error() -> None:
     with pytest.raises(ValueError, match="unknown tokenizer 'words'"):
         tokenizer_for({"tokenizer": "words"})
+
+
+def test_cli_without_the_miniature_file_is_one_line_error(monkeypatch, tmp_path: Path, capsys) -> None:
+    from glide_edu import cli
+    from glide_edu.pipelines import mini
+
+    monkeypatch.setattr(mini, "MINI_CHECKPOINT", "no_such_model")
+    code = cli.main(["sample", "--model", "mini", "a red apple", "--out", str(tmp_path / "x.png"), "--quiet",
+                     "--device", "cpu"])
+    err = capsys.readouterr().err.strip()
+    assert code == 1 and len(err.splitlines()) == 1 and "no shipped checkpoint 'no_such_model'" in err
