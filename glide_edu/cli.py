@@ -303,7 +303,6 @@ def _read_inputs(args: argparse.Namespace) -> tuple[Any, Any]:
 
 def run(args: argparse.Namespace, registry: Mapping[str, Any] | None = None, tokenizer: Any = None) -> Path:
     """Build the pipeline for ``args.mode``, run it and write the image atomically; returns its path."""
-    from glide_edu.fileio import atomic_write
     from glide_edu.pipelines import ClipGuidedPipeline, InpaintPipeline, Text2ImPipeline
     from glide_edu.pipelines.loading import default_tokenizer
 
@@ -336,23 +335,28 @@ def run(args: argparse.Namespace, registry: Mapping[str, Any] | None = None, tok
     }
     pipeline = {"sample": Text2ImPipeline, "inpaint": InpaintPipeline, "clip-guided": ClipGuidedPipeline}[args.mode]
     out = pipeline.from_pretrained(**load)(args.prompt, *inputs, **options)
-    grid = _grid(out.images)
-    fmt = image_formats()[args.out.suffix.lower()]
-    return atomic_write(args.out, lambda tmp: grid.save(tmp, format=fmt))
+    return _write_grid(out.images, args.out)
 
 
 def _run_mini(args: argparse.Namespace, progress: bool) -> Path:
     """``sample --model mini``: the shipped miniature through the same Text2ImPipeline (no upsampler)."""
-    from glide_edu.fileio import atomic_write
     from glide_edu.pipelines.mini import mini_text2im
 
-    pipeline = mini_text2im(args.model_file, args.device)
     if args.fp16:
         raise ValueError("--fp16 is for the released models on a GPU; the miniature runs in float32 (or --bf16)")
+    pipeline = mini_text2im(args.model_file, args.device)
     out = pipeline(args.prompt, batch_size=args.batch_size, guidance_scale=args.guidance_scale,
                    respacing=args.steps, seed=args.seed, bf16=args.bf16, progress=progress, upsample=False)
-    grid = _grid(out.images)
-    return atomic_write(args.out, lambda tmp: grid.save(tmp, format=image_formats()[args.out.suffix.lower()]))
+    return _write_grid(out.images, args.out)
+
+
+def _write_grid(images: Sequence[Any], path: Path) -> Path:
+    """The images side by side, written atomically in the format ``path``'s suffix names."""
+    from glide_edu.fileio import atomic_write
+
+    grid = _grid(images)
+    fmt = image_formats()[path.suffix.lower()]
+    return atomic_write(path, lambda tmp: grid.save(tmp, format=fmt))
 
 
 def main(argv: Sequence[str] | None = None, *, registry: Mapping[str, Any] | None = None, tokenizer: Any = None) -> int:

@@ -65,11 +65,18 @@ class ClipTrainConfig:
     progress: bool = True
 
 
+def same_caption(captions: list[str]) -> Tensor:
+    """(N, N) bool: whether captions i and j are the same text (via integer ids: O(N) Python, per training step)."""
+    index: dict[str, int] = {}
+    ids = torch.tensor([index.setdefault(c, len(index)) for c in captions])
+    return ids[:, None] == ids[None, :]
+
+
 def contrastive_loss(z_image: Tensor, z_text: Tensor, log_scale: Tensor, captions: list[str] | None = None) -> Tensor:
     """CLIP's symmetric cross-entropy on unit vectors (B, D); pairs with identical captions are no negatives."""
     logits = log_scale.exp() * z_image @ z_text.T  # (B, B): picture i against caption j
     if captions is not None:
-        same = torch.tensor([[a == b for b in captions] for a in captions], device=logits.device)
+        same = same_caption(captions).to(logits.device)
         logits = logits.masked_fill(same & ~torch.eye(len(captions), dtype=torch.bool, device=logits.device), -1e4)
     target = torch.arange(logits.shape[0], device=logits.device)
     return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))
@@ -93,7 +100,7 @@ def retrieval_accuracy(clip: NoisedClip, images: Tensor, captions: list[str], t:
             rows.append(clip.image_embeddings(x, tt) @ z_text.T)
         sims = torch.cat(rows)
     # identical captions count as right answers
-    right = torch.tensor([[a == b for b in captions] for a in captions])
+    right = same_caption(captions)
     return float(right[torch.arange(len(captions)), sims.argmax(1)].float().mean())
 
 

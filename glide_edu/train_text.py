@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -135,8 +136,8 @@ def train_mini(out: str | os.PathLike, run_dir: str | os.PathLike | None = None,
 
     options = dict(options or MINI_OPTIONS)
     base = config or MINI_TRAIN
-    cfg = TrainConfig(**{**base.__dict__, "steps": steps or base.steps, "seed": seed, "progress": progress,
-                         "snapshot_every": snapshot_every, "sample_every": sample_every})
+    cfg = replace(base, steps=base.steps if steps is None else steps, seed=seed, progress=progress,
+                  snapshot_every=snapshot_every, sample_every=sample_every)
     data = book_captions("train", n_shapes, seed)
     tokenizer = tokenizer_for(options)
     tokens, mask = tokenize_captions(tokenizer, data.captions, int(options["text_ctx"]))

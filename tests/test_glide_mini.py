@@ -151,3 +151,9 @@ def test_cli_without_the_miniature_file_is_one_line_error(monkeypatch, tmp_path:
                      "--device", "cpu"])
     err = capsys.readouterr().err.strip()
     assert code == 1 and len(err.splitlines()) == 1 and "no shipped checkpoint 'no_such_model'" in err
+
+
+def test_zero_steps_is_refused_not_the_default(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"steps=0 \(need ≥ 1\)"):
+        train_mini(tmp_path / "x.safetensors", steps=0, n_shapes=8, options=SMALL, progress=False)
+    assert not (tmp_path / "x.safetensors").exists()
