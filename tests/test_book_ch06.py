@@ -101,3 +101,20 @@ def test_fine_tuning_curve_rows(tiny, tmp_path) -> None:
     assert [(r["step"], r["scale"], r["seed"]) for r in rows] == [(2, 1.0, 0), (2, 1.0, 1), (2, 3.0, 0), (2, 3.0, 1)]
     assert {"fid_proxy", "accuracy", "diversity"} <= set(rows[0]) and rows[0]["fid_proxy"] != rows[1]["fid_proxy"]
     assert res["schema"] == cx.CURVE_SCHEMA and "0.1" in res["provenance"]["checkpoints"]
+
+
+def test_curve_extend_measures_only_new_snapshots(tiny, tmp_path) -> None:
+    import shutil
+
+    (tmp_path / "snapshots").mkdir()
+    shutil.copy(tiny.path, tmp_path / "snapshots" / "ema-step-0000002.safetensors")
+    kw = dict(every=2, n=20, steps=2, seeds=(0,), scales=(1.0,))
+    first = cx.cfg_training_curve({0.1: tmp_path}, **kw)
+    first["curves"]["0.1"][0]["fid_proxy"] = -1.0  # a marker: a kept row is not measured again
+    shutil.copy(tiny.path, tmp_path / "snapshots" / "ema-step-0000004.safetensors")
+    both = cx.cfg_training_curve({0.1: tmp_path}, extend=first, **kw)
+    rows = both["curves"]["0.1"]
+    assert [r["step"] for r in rows] == [2, 4] and rows[0]["fid_proxy"] == -1.0 and rows[1]["fid_proxy"] > 0
+    assert both["provenance"]["extends"] == first["provenance"]
+    with pytest.raises(ValueError, match="cannot extend a curve measured with"):
+        cx.cfg_training_curve({0.1: tmp_path}, extend=first, **(kw | {"n": 30}))

@@ -184,31 +184,46 @@ CURVE_SCHEMA = "glide_edu.digits_cfg_convergence/1"
 
 
 def cfg_training_curve(runs: Mapping[float, str | Path], every: int = 1000, n: int = 500, steps: int = 25,
-                       seeds: Sequence[int] = (0, 1), scales: Sequence[float] = (1.0, 3.0)) -> dict[str, Any]:
+                       seeds: Sequence[int] = (0, 1), scales: Sequence[float] = (1.0, 3.0),
+                       extend: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The training curve of the class-conditional models: for EMA snapshots of each run (p_uncond → run
-    folder), class-balanced samples at each guidance scale, measured like the sweep, for every seed."""
+    folder), class-balanced samples at each guidance scale, measured like the sweep, for every seed.
+
+    ``extend``: an earlier curve (same ``n``, ``steps``, seeds and scales) whose rows are kept; only the
+    snapshots it has not measured are measured — for a run that was continued after the curve was drawn.
+    """
     start = time.perf_counter()
+    done: dict[str, set[int]] = {}
+    if extend is not None:
+        want = {"n_samples": n, "steps": steps, "seeds": list(seeds), "scales": list(scales)}
+        have = {k: extend["config"][k] for k in want}
+        if have != want:
+            raise ValueError(f"cannot extend a curve measured with {have} by one with {want}; "
+                             "measure the whole curve again (drop --curve-extend)")
+        done = {p: {r["step"] for r in rows} for p, rows in extend["curves"].items()}
     real = load_digits(16, "train")[0]
     net = load_feature_net()
     labels = torch.arange(n) % 10
     curves: dict[str, list[dict[str, Any]]] = {}
     for p, run_dir in runs.items():
-        rows = []
+        rows = list(extend["curves"].get(f"{p:g}", [])) if extend is not None else []
         for step, path in snapshots(run_dir).items():
-            if step % every:
+            if step % every or step in done.get(f"{p:g}", ()):
                 continue
             cm = CfgModel(path)
             for s in scales:
                 for seed in seeds:
                     q = guided_sample_quality(real, cfg_samples(cm, labels, s, steps, "ancestral", seed), labels, net)
                     rows.append({"step": step, "scale": s, "seed": seed, **{k: round(v, 4) for k, v in q.items()}})
-        curves[f"{p:g}"] = rows
+        curves[f"{p:g}"] = sorted(rows, key=lambda r: (r["step"], r["scale"], r["seed"]))
     shipped = {f"{p:g}": shipped_checkpoint(cfg_checkpoint_name(p)) for p in runs}
+    extra = {"extends": extend["provenance"]} if extend is not None else {}
     return {"schema": CURVE_SCHEMA, "config": {"n_samples": n, "steps": steps, "seeds": list(seeds),
                                                "scales": list(scales), "every": every},
             "curves": curves,
             "provenance": run_provenance(REGENERATE + " --curve …", start,
-                                         checkpoints={k: checkpoint_provenance(v) for k, v in shipped.items()})}
+                                         checkpoints={k: checkpoint_provenance(v) for k, v in shipped.items()},
+                                         **extra)}
 
 
 def load_cfg_curve(path: str | Path = CURVE_PATH, check_checkpoints: bool = True) -> dict[str, Any]:
@@ -230,10 +245,15 @@ def regenerate(argv: list[str] | None = None) -> None:
     parser.add_argument("--curve", action="append", default=[], metavar="P=DIR",
                         help="instead of the sweep: the training curve of run DIR (p_uncond P; a run of recipes "
                              "digits-cfg with --snapshot-every), e.g. 0.1=runs/cfg10")
+    parser.add_argument("--curve-extend", type=Path, default=None, metavar="JSON",
+                        help="keep this earlier curve's rows and measure only the snapshots it lacks")
     args = parser.parse_args(argv)
+    if args.curve_extend is not None and not args.curve:
+        parser.error("--curve-extend needs --curve P=DIR (the runs whose new snapshots to measure)")
     if args.curve:
         runs = {float(item.partition("=")[0]): item.partition("=")[2] for item in args.curve}
-        results = cfg_training_curve(runs, every=args.curve_every)
+        extend = load_cfg_curve(args.curve_extend, check_checkpoints=False) if args.curve_extend else None
+        results = cfg_training_curve(runs, every=args.curve_every, extend=extend)
         print(f"wrote {write_results(results, args.out or CURVE_PATH)}")
         return
     results = cfg_sweep(args.scales, args.p_unconds, args.n_samples, args.steps, args.seed)
