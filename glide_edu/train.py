@@ -19,6 +19,10 @@ checkpoint (:mod:`glide_edu.run_dir`: the folder is locked for one trainer; what
 cleaned or skipped on the next start). Resuming refuses a checkpoint whose model or diffusion config, or a
 run-defining option (:data:`FIXED_OPTIONS`), differs from the current one; other options may change and
 are applied and recorded (``option_history`` in ``trainer.json``). Options are validated before anything runs.
+
+Under ``torchrun`` (an initialised process group) the trainer is one rank of a ``DistributedDataParallel`` job:
+``batch_size`` is the global batch, each rank trains on its slice, rank 0 writes every file
+(:mod:`glide_edu.distributed`). N processes give the one-process run's weights within float tolerance.
 """
 
 from __future__ import annotations
@@ -35,9 +39,11 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
 from torch.optim.swa_utils import AveragedModel
 from tqdm.auto import tqdm
 
+from glide_edu import distributed as ddp
 from glide_edu.diffusion import GaussianDiffusion
 from glide_edu.fileio import atomic_write
 from glide_edu.resample import LossSecondMomentResampler, create_named_schedule_sampler
@@ -99,9 +105,13 @@ class Trainer:
         self.model_config = json.loads(json.dumps(model_config or {}))
         self.diffusion_config = json.loads(json.dumps(diffusion_config or {}))
         self.run_dir = Path(run_dir) if run_dir is not None else None
-        torch.manual_seed(cfg.seed)  # dropout and other module randomness
+        self.rank, self.world_size = ddp.rank_and_world()
+        ddp.check_divisible(cfg.batch_size, self.world_size)
+        torch.manual_seed(cfg.seed + self.rank)  # dropout and other module randomness, per rank
         self.generator = torch.Generator().manual_seed(cfg.seed)  # batches, timesteps, noise
         self.optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        # the module the loss calls: DDP averages its gradients over ranks (and broadcast rank 0's weights now)
+        self.net: nn.Module = DistributedDataParallel(model) if self.world_size > 1 else model
         self.ema = AveragedModel(model, multi_avg_fn=ema_update_fn(cfg.ema_rate, cfg.ema_warmup), use_buffers=True)
         self.sampler = create_named_schedule_sampler(cfg.schedule_sampler, diffusion.num_timesteps)
         self.step = 0
@@ -113,13 +123,15 @@ class Trainer:
         self._best_recent, self._warned_climbing = math.inf, False
         self._check_sampling(cfg, diffusion.num_timesteps)
         if self.run_dir is not None:
-            n_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
-            check_writable(self.run_dir, need_bytes=4 * n_bytes * (cfg.keep_checkpoints + 1))  # weights, EMA, Adam
-            self.lock = RunLock(self.run_dir)  # a second trainer on this folder is refused
-            removed = clean_temporaries(self.run_dir)
-            if removed:
-                warnings.warn(f"removed {len(removed)} half-written checkpoint folder(s) a stopped run left in "
-                              f"{self.run_dir}: {', '.join(removed)}", stacklevel=2)
+            if self.rank == 0:
+                n_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
+                check_writable(self.run_dir, need_bytes=4 * n_bytes * (cfg.keep_checkpoints + 1))  # weights, EMA, Adam
+                self.lock = RunLock(self.run_dir)  # a second trainer on this folder is refused
+                removed = clean_temporaries(self.run_dir)
+                if removed:
+                    warnings.warn(f"removed {len(removed)} half-written checkpoint folder(s) a stopped run left in "
+                                  f"{self.run_dir}: {', '.join(removed)}", stacklevel=2)
+            ddp.barrier()  # the other ranks read the folder only once rank 0 has cleaned it
             latest = latest_checkpoint(self.run_dir)
             if latest is not None:
                 self.load(latest)
@@ -168,11 +180,14 @@ class Trainer:
     def train_step(self) -> dict[str, float]:
         """One optimiser step; returns the logged scalars."""
         self.model.train()
-        x0, kwargs = self.batch()
+        x0, kwargs = self.batch()  # the global batch: the same draw on every rank
         t, weights = self.sampler.sample(x0.shape[0], generator=self.generator)
         noise = torch.randn(x0.shape, generator=self.generator)
+        if self.world_size > 1:  # this rank's slice of it
+            x0, t, weights, noise = (ddp.shard(v, self.rank, self.world_size) for v in (x0, t, weights, noise))
+            kwargs = {k: ddp.shard(v, self.rank, self.world_size) for k, v in kwargs.items()}
         terms = self.diffusion.training_losses(
-            self.model,
+            self.net,
             x0,
             t,
             model_kwargs=kwargs,
@@ -181,12 +196,14 @@ class Trainer:
             lambda_vlb=self.config.lambda_vlb,
         )
         if isinstance(self.sampler, LossSecondMomentResampler):
+            # under DDP it gathers every rank's (t, loss) in rank order: the one-process sampler state everywhere
             self.sampler.update_with_local_losses(t, terms["loss"].detach())
         loss = (terms["loss"] * weights).mean()
-        if not torch.isfinite(loss):
+        global_loss = ddp.mean_across(loss.detach())  # the same number on every rank, so all stop together
+        if not torch.isfinite(global_loss):
             good = latest_checkpoint(self.run_dir) if self.run_dir is not None else None
             kept = f"; the last good checkpoint, {good.name}, is kept and resuming starts there" if good else ""
-            raise TrainingDiverged(f"the loss became {loss.detach().item()} at step {self.step + 1}; weights were not "
+            raise TrainingDiverged(f"the loss became {global_loss.item()} at step {self.step + 1}; weights were not "
                                    f"updated{kept} — {divergence_hint(self.config)}")
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -196,10 +213,10 @@ class Trainer:
         self.optimizer.step()
         self.ema.update_parameters(self.model)
         self.step += 1
-        logs = {"step": self.step, "loss": float(loss.detach())}
+        logs = {"step": self.step, "loss": float(global_loss)}
         for key in ("mse", "vb"):
             if key in terms:
-                logs[key] = float(terms[key].detach().mean())
+                logs[key] = float(ddp.mean_across(terms[key].detach().mean()))
         if not math.isnan(grad_norm):
             logs["grad_norm"] = grad_norm
         return logs
@@ -208,9 +225,10 @@ class Trainer:
         """Train until ``steps`` total steps (default: config.steps); checkpoints as configured. The run folder
         stays locked until this returns (or raises)."""
         target = steps if steps is not None else self.config.steps
-        if self.run_dir is not None and self.lock is None:
+        if self.run_dir is not None and self.lock is None and self.rank == 0:
             self.lock = RunLock(self.run_dir)
-        bar = tqdm(total=target, initial=self.step, desc="training", disable=not self.config.progress, leave=False)
+        bar = tqdm(total=target, initial=self.step, desc="training", leave=False,
+                   disable=not self.config.progress or self.rank != 0)
         try:
             while self.step < target:
                 self._one_step(target, bar, callback)
@@ -249,9 +267,10 @@ class Trainer:
         every = self.config.checkpoint_every
         if self.run_dir is not None and ((every and self.step % every == 0) or self.step == target) and not climbing:
             self.save()
-        if self.config.sample_every and self.step % self.config.sample_every == 0:
+        if self.config.sample_every and self.step % self.config.sample_every == 0 and self.rank == 0:
             self.last_samples = self.sample_grid()
-        if self.run_dir is not None and self.config.snapshot_every and self.step % self.config.snapshot_every == 0:
+        if (self.run_dir is not None and self.config.snapshot_every and self.step % self.config.snapshot_every == 0
+                and self.rank == 0):
             self.save_snapshot()
 
     def grid_kwargs(self, n: int) -> dict[str, Tensor]:
@@ -321,20 +340,29 @@ class Trainer:
         }
 
     def save(self) -> Path:
-        """Write ``ckpt-<step>`` atomically, point ``latest`` at it and prune old checkpoints."""
+        """Write ``ckpt-<step>`` atomically, point ``latest`` at it and prune old checkpoints.
+
+        Under DDP every rank must call it (their RNG states are gathered); rank 0 writes, the others wait."""
         if self.run_dir is None:
             raise ValueError("this Trainer has no run_dir; pass run_dir=… to save checkpoints")
+        rng = torch.get_rng_state()
         state = {
             "optimizer": self.optimizer.state_dict(),
             "ema_n_averaged": self.ema.n_averaged.detach().clone(),
-            "torch_rng": torch.get_rng_state(),
+            "torch_rng": rng,
             "generator": self.generator.get_state(),
         }
+        if self.world_size > 1:  # (world, state bytes): each rank's dropout RNG
+            state["torch_rng_ranks"] = ddp.all_gather_cat(rng[None])
         if isinstance(self.sampler, LossSecondMomentResampler):
             state["sampler_history"] = torch.from_numpy(self.sampler._history.copy())
             state["sampler_counts"] = torch.from_numpy(self.sampler._counts.copy())
-        return write_checkpoint(self.run_dir, self.step, self.model.state_dict(), self.ema_model.state_dict(), state,
-                                self._meta(), self.config.keep_checkpoints)
+        path = self.run_dir / f"ckpt-{self.step:07d}"
+        if self.rank == 0:
+            path = write_checkpoint(self.run_dir, self.step, self.model.state_dict(), self.ema_model.state_dict(),
+                                    state, self._meta(), self.config.keep_checkpoints)
+        ddp.barrier()
+        return path
 
     def load(self, path: str | os.PathLike) -> None:
         """Resume from a checkpoint folder; refuses one written for another model or diffusion config, or with
@@ -356,7 +384,13 @@ class Trainer:
         for group in self.optimizer.param_groups:  # a changed lr / weight decay applies from here on
             group["lr"], group["weight_decay"] = self.config.lr, self.config.weight_decay
         self.ema.n_averaged.copy_(state["ema_n_averaged"])
-        torch.set_rng_state(state["torch_rng"])
+        ranks = state.get("torch_rng_ranks")
+        if self.world_size > 1 and ranks is not None and ranks.shape[0] == self.world_size:
+            torch.set_rng_state(ranks[self.rank].clone())
+        elif self.world_size > 1:  # another number of processes wrote it: fresh per-rank module randomness
+            torch.manual_seed(self.config.seed + 1000 * self.step + self.rank)
+        else:
+            torch.set_rng_state(state["torch_rng"])
         self.generator.set_state(state["generator"])
         if isinstance(self.sampler, LossSecondMomentResampler) and "sampler_history" in state:
             self.sampler._history = state["sampler_history"].numpy().copy()

@@ -1,0 +1,100 @@
+"""Data parallelism on PyTorch's own engine (``torch.distributed``): what the trainer needs, nothing hand-made.
+
+Launch any training command with ``torchrun`` and the trainer becomes one rank of a
+``DistributedDataParallel`` job — NCCL on GPUs, gloo on CPUs::
+
+    torchrun --nproc_per_node 2 -m glide_edu.cli train CONFIG            # one machine, 2 processes
+    torchrun --nnodes 2 --node_rank R --nproc_per_node 8 \\
+             --rdzv_backend c10d --rdzv_endpoint HOST:29500 -m glide_edu.cli train CONFIG   # two machines
+
+How the batch is split (so that N processes compute what one process computes): every rank draws the same
+*global* batch of ``batch_size`` examples, timesteps and noise from the same seeded generator, and keeps its
+own contiguous slice of ``batch_size / world_size`` (:func:`shard`). DDP averages the gradients of the slices,
+which is the gradient of the global batch's mean loss; the loss-aware timestep sampler gathers the losses of
+all ranks in rank order (:meth:`glide_edu.resample.LossSecondMomentResampler.update_with_local_losses`), so its
+state is the one-process state. Module
+randomness (dropout) is seeded per rank. Rank 0 alone writes checkpoints, snapshots and logs.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+
+import torch
+import torch.distributed as dist
+from torch import Tensor
+
+
+def is_distributed() -> bool:
+    """Whether this process is one rank of an initialised process group."""
+    return dist.is_available() and dist.is_initialized()
+
+
+def rank_and_world() -> tuple[int, int]:
+    """(rank, world size); (0, 1) outside a process group."""
+    if not is_distributed():
+        return 0, 1
+    return dist.get_rank(), dist.get_world_size()
+
+
+def is_main_process() -> bool:
+    """Rank 0 (or no process group): the one that writes files and logs."""
+    return rank_and_world()[0] == 0
+
+
+def init_from_env(backend: str | None = None, timeout_s: float = 1800) -> bool:
+    """Join the process group ``torchrun`` describes in the environment (``WORLD_SIZE``, ``RANK``, …).
+
+    Does nothing (returns False) when ``WORLD_SIZE`` is unset or 1, or a group already exists. ``backend``
+    defaults to NCCL when CUDA is available, gloo otherwise; a CUDA rank is pinned to ``LOCAL_RANK``'s GPU.
+    """
+    if is_distributed() or int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return False
+    missing = [k for k in ("RANK", "MASTER_ADDR", "MASTER_PORT") if k not in os.environ]
+    if missing:
+        raise RuntimeError(f"WORLD_SIZE is set but {', '.join(missing)} is not; launch with torchrun "
+                           "(e.g. torchrun --nproc_per_node 2 …), which sets them")
+    if backend is None:
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+    if backend == "nccl":
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    dist.init_process_group(backend, timeout=timedelta(seconds=timeout_s))
+    return True
+
+
+def check_divisible(batch_size: int, world_size: int) -> None:
+    """One clear error when the global batch cannot be split evenly over the ranks."""
+    if batch_size % world_size:
+        raise ValueError(f"batch_size {batch_size} does not split over {world_size} processes; use a multiple of "
+                         f"{world_size} (the batch size is the global one, summed over processes)")
+
+
+def shard(x: Tensor, rank: int, world_size: int) -> Tensor:
+    """Rank ``rank``'s contiguous slice of the global batch ``x`` (B, …) → (B / world_size, …)."""
+    n = x.shape[0] // world_size
+    return x[rank * n:(rank + 1) * n]
+
+
+def all_gather_cat(x: Tensor) -> Tensor:
+    """The slices of all ranks, concatenated in rank order along dim 0 (equal shapes on every rank)."""
+    if not is_distributed():
+        return x
+    parts = [torch.empty_like(x) for _ in range(dist.get_world_size())]
+    dist.all_gather(parts, x.contiguous())
+    return torch.cat(parts)
+
+
+def mean_across(x: Tensor) -> Tensor:
+    """The mean of ``x`` over ranks (a scalar loss for logging and for the same divergence check everywhere)."""
+    if not is_distributed():
+        return x
+    y = x.detach().clone().float()
+    dist.all_reduce(y)
+    return y / dist.get_world_size()
+
+
+def barrier() -> None:
+    """Wait for every rank (no-op outside a process group)."""
+    if is_distributed():
+        dist.barrier()
