@@ -1,11 +1,11 @@
 """Data parallelism on PyTorch's own engine (``torch.distributed``): what the trainer needs, nothing hand-made.
 
-Launch any training command with ``torchrun`` and the trainer becomes one rank of a
-``DistributedDataParallel`` job — NCCL on GPUs, gloo on CPUs::
+Launch ``glide-edu train`` (:mod:`glide_edu.train_run`) with ``torchrun`` and the trainer becomes one rank of
+a ``DistributedDataParallel`` job — NCCL on GPUs, gloo on CPUs::
 
-    torchrun --nproc_per_node 2 -m glide_edu.cli train CONFIG            # one machine, 2 processes
+    torchrun --nproc_per_node 2 -m glide_edu.cli train CONFIG --out F      # one machine, 2 processes
     torchrun --nnodes 2 --node_rank R --nproc_per_node 8 \\
-             --rdzv_backend c10d --rdzv_endpoint HOST:29500 -m glide_edu.cli train CONFIG   # two machines
+             --rdzv_backend c10d --rdzv_endpoint HOST:29500 -m glide_edu.cli train CONFIG --out F  # 2 machines
 
 How the batch is split (so that N processes compute what one process computes): every rank draws the same
 *global* batch of ``batch_size`` examples, timesteps and noise from the same seeded generator, and keeps its

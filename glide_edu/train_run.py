@@ -1,0 +1,251 @@
+"""``glide-edu train CONFIG``: train a model of the book from a configuration file (TOML or JSON).
+
+A config names what to build, on which data, with which options — the same dataclasses the recipes use::
+
+    kind = "unet"                       # "unet": ADM UNet (optionally class-conditional); "glide": GLIDE text model
+    [data]                              # source = "digits" | "folder" | "book-captions"
+    [model]                             # UNetConfig fields ("unet") or GLIDE option names ("glide")
+    [diffusion]                         # steps, noise_schedule, model_var_type ("unet" only)
+    [train]                             # TrainConfig fields: steps, batch_size, lr, ema_rate, …
+
+The book's models ship as configs (``glide-edu train --list``): ``glide-edu train digits-hybrid --run-dir R
+--out F`` reproduces ``python -m glide_edu.recipes digits --loss hybrid``. ``--set train.steps=500`` changes
+one value. A run folder that already holds checkpoints is continued only with ``--resume``. Under ``torchrun``
+the same command trains data-parallel (:mod:`glide_edu.distributed`); rank 0 writes the files.
+Logged scalars go to ``<run_dir>/metrics.csv``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import time
+from dataclasses import asdict, fields
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+# torch and the models are imported where they are used: `glide-edu --help` stays fast.
+
+KINDS = ("unet", "glide")
+SOURCES = {"unet": ("digits", "folder"), "glide": ("book-captions",)}
+SECTIONS = ("data", "model", "diffusion", "train")
+
+
+class ConfigError(ValueError):
+    """A configuration file that cannot be trained (the message names the key and the fix)."""
+
+
+def shipped_configs() -> dict[str, Path]:
+    """{name: path} of the configs that ship with glide-edu (the book's models)."""
+    folder = resources.files("glide_edu") / "configs"
+    return {Path(p.name).stem.replace("_", "-"): Path(str(p)) for p in folder.iterdir() if p.name.endswith(".toml")}
+
+
+def read_config(source: str | Path) -> dict[str, Any]:
+    """A config as a dict: a ``.toml`` / ``.json`` file, or the name of a shipped config."""
+    path = Path(source)
+    if not path.exists():
+        named = shipped_configs().get(str(source))
+        if named is None:
+            raise ConfigError(f"no config file {source} and no shipped config of that name; shipped: "
+                              f"{', '.join(sorted(shipped_configs()))}")
+        path = named
+    if path.suffix == ".json":
+        return json.loads(path.read_text(encoding="utf-8"))
+    if path.suffix != ".toml":
+        raise ConfigError(f"{path.name}: a config is a .toml or .json file")
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        try:
+            import tomli as tomllib  # type: ignore[no-redef]
+        except ModuleNotFoundError:
+            raise ConfigError("reading TOML on Python 3.10 needs `pip install tomli`; or write the config as "
+                              ".json") from None
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"{path.name} is not valid TOML: {err}") from None
+
+
+def apply_overrides(config: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """``section.key=value`` (value read as TOML/JSON where it parses, else as a string) → a changed copy."""
+    config = json.loads(json.dumps(config))
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        section, dot, name = key.partition(".")
+        if not sep or not dot or section not in SECTIONS:
+            raise ConfigError(f"--set {item!r}: write SECTION.KEY=VALUE with SECTION one of {', '.join(SECTIONS)}, "
+                              "e.g. --set train.steps=500")
+        try:
+            value = json.loads(text.replace("'", '"')) if text not in ("true", "false") else text == "true"
+        except json.JSONDecodeError:
+            value = text
+        config.setdefault(section, {})[name] = value
+    return config
+
+
+def _dataclass(cls: type, values: dict[str, Any], section: str) -> Any:
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ConfigError(f"[{section}] has unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    tuples = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+    try:
+        return cls(**tuples)
+    except TypeError as err:
+        raise ConfigError(f"[{section}]: {err}") from None
+
+
+def check_config(config: dict[str, Any]) -> dict[str, Any]:
+    """Validate the structure (one clear error for the first problem); returns the config."""
+    kind = config.get("kind")
+    if kind not in KINDS:
+        raise ConfigError(f"kind = {kind!r}: choose one of {', '.join(KINDS)}")
+    extra = sorted(set(config) - {"kind", "description", *SECTIONS})
+    if extra:
+        raise ConfigError(f"unknown top-level key(s) {', '.join(extra)}; a config has kind, description and the "
+                          f"sections {', '.join(SECTIONS)}")
+    source = config.get("data", {}).get("source")
+    if source not in SOURCES[kind]:
+        raise ConfigError(f"[data] source = {source!r}: a {kind} model trains on {' or '.join(SOURCES[kind])}")
+    from glide_edu.train_config import TrainConfig
+
+    _dataclass(TrainConfig, config.get("train", {}), "train").validate()
+    return config
+
+
+def build(config: dict[str, Any], run_dir: Path | None) -> tuple[Any, dict[str, Any]]:
+    """(Trainer, what to write at the end) for a checked config."""
+    import torch
+
+    from glide_edu.nn.unet import UNetConfig
+    from glide_edu.respace import create_diffusion
+    from glide_edu.train import TrainConfig, Trainer
+
+    check_config(config)
+    data, train_cfg = config["data"], _dataclass(TrainConfig, config.get("train", {}), "train")
+    if config["kind"] == "glide":
+        from glide_edu.captions import book_captions, tokenize_captions
+        from glide_edu.nn.presets import create_glide_model
+        from glide_edu.respace import DiffusionConfig
+        from glide_edu.train_text import GRID_PROMPTS, MINI_OPTIONS, TextTrainer, tokenizer_for
+
+        options = {**MINI_OPTIONS, **config.get("model", {})}
+        n_shapes = int(data.get("n_shapes", 20000))
+        captions = book_captions("train", n_shapes, train_cfg.seed)
+        tokenizer = tokenizer_for(options)
+        tokens, mask = tokenize_captions(tokenizer, captions.captions, int(options["text_ctx"]))
+        torch.manual_seed(train_cfg.seed)  # the initial weights (as the recipe seeds them)
+        model = create_glide_model(options)
+        dconf = DiffusionConfig(int(options["diffusion_steps"]), str(options["noise_schedule"]))
+        trainer = TextTrainer(model, dconf.create(""), captions.images, tokens, mask, train_cfg,
+                              p_uncond=float(data.get("p_uncond", 0.2)), weights=captions.weights, options=options,
+                              grid_prompts=tokenizer.tokens_and_mask(list(GRID_PROMPTS), int(options["text_ctx"])),
+                              run_dir=run_dir, model_config={"glide_options": options, "n_shapes": n_shapes},
+                              diffusion_config=dconf.to_dict())
+        return trainer, {"format": "glide", "options": options}
+    from glide_edu.data import load_digits, load_image_folder
+    from glide_edu.nn.unet import UNetModel
+
+    if data["source"] == "digits":
+        images, labels = load_digits(16, "train")
+    else:
+        if "path" not in data:
+            raise ConfigError("[data] source = 'folder' needs path = 'my_images/' (and image_size, channels)")
+        folder = load_image_folder(data["path"], int(data.get("image_size", 32)), int(data.get("channels", 3)))
+        images, labels = folder.images, folder.labels
+    p_uncond = float(data.get("p_uncond", 0.0))
+    if not data.get("labels", False):
+        labels = None
+    if p_uncond and labels is None:
+        raise ConfigError("[data] p_uncond needs labels = true (and a labelled source)")
+    unet_cfg = _dataclass(UNetConfig, config.get("model", {}), "model")
+    dconf = {"steps": 1000, "noise_schedule": "cosine", "model_var_type": "learned_range"} | config.get("diffusion", {})
+    null = {"label_dropout": p_uncond, "null_label": int(labels.max()) + 1} if p_uncond else {}
+    want = None if labels is None else int(labels.max()) + 1 + bool(p_uncond)
+    if unet_cfg.num_classes != want:
+        raise ConfigError(f"[model] num_classes = {unet_cfg.num_classes} but the data need {want} "
+                          + ("(no labels)" if want is None else "(the classes, plus the null label with p_uncond)"))
+    torch.manual_seed(train_cfg.seed)  # the initial weights (as the recipes seed them)
+    trainer = Trainer(UNetModel(unet_cfg), create_diffusion(**dconf), images, train_cfg, labels=labels,
+                      run_dir=run_dir, model_config={"unet": asdict(unet_cfg)}, diffusion_config=dconf, **null)
+    return trainer, {"format": "small", "unet": unet_cfg, "diffusion": dconf}
+
+
+class CsvLog:
+    """Rank 0 appends each logged step's scalars to ``<run_dir>/metrics.csv`` (header on first write)."""
+
+    def __init__(self, path: Path | None, every: int) -> None:
+        self.path, self.every = path, max(1, every)
+
+    def __call__(self, trainer: Any, logs: dict[str, float]) -> None:
+        if self.path is None or trainer.rank != 0 or trainer.step % self.every:
+            return
+        new = not self.path.exists()
+        with self.path.open("a", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=["step", "loss", "mse", "vb", "grad_norm"], extrasaction="ignore")
+            if new:
+                writer.writeheader()
+            writer.writerow(logs)
+
+
+def train_from_config(config: dict[str, Any], out: Path, run_dir: Path | None, resume: bool = False) -> Path:
+    """Train what ``config`` describes; rank 0 writes the EMA weights to ``out`` (small or GLIDE format)."""
+    from glide_edu import distributed as ddp
+    from glide_edu.pretrained import save_glide_checkpoint, save_small_checkpoint
+    from glide_edu.run_dir import check_writable, latest_checkpoint
+
+    check_config(config)
+    if run_dir is not None and not resume and run_dir.exists() and latest_checkpoint(run_dir) is not None:
+        raise ConfigError(f"{run_dir} already holds a run; add --resume to continue it, or give another --run-dir")
+    if ddp.is_main_process():
+        check_writable(out.parent)
+    trainer, spec = build(config, run_dir)
+    start = time.perf_counter()
+    log = CsvLog(run_dir / "metrics.csv" if run_dir is not None else None, trainer.config.log_every)
+    history = trainer.train(callback=log)
+    info = {"command": "glide-edu train", "config": config, "steps": trainer.step,
+            "train_seconds_this_run": round(time.perf_counter() - start, 1), "world_size": trainer.world_size,
+            "final_loss": history[-1]["loss"] if history else None}
+    if trainer.rank == 0:
+        if spec["format"] == "glide":
+            save_glide_checkpoint(out, trainer.ema_model, spec["options"], "base", info)
+        else:
+            save_small_checkpoint(out, trainer.ema_model, spec["unet"], spec["diffusion"], info)
+    ddp.barrier()
+    return out
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("config", nargs="?", help="a .toml/.json config, or a shipped config's name (see --list)")
+    parser.add_argument("--out", type=Path, help="file to write: the EMA weights (.safetensors)")
+    parser.add_argument("--run-dir", type=Path, default=None, help="resumable checkpoints, metrics.csv, snapshots")
+    parser.add_argument("--resume", action="store_true", help="continue the run in --run-dir")
+    parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                        help="change one value, e.g. --set train.steps=500 (repeatable)")
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads per process")
+    parser.add_argument("--list", action="store_true", help="list the shipped configs and exit")
+
+
+def run_cli(args: argparse.Namespace) -> Path | None:
+    """The ``train`` mode of ``glide-edu``: the written file (None after ``--list`` and on ranks > 0); raises
+    ConfigError/ValueError/OSError."""
+    if args.list:
+        for name, path in sorted(shipped_configs().items()):
+            print(f"{name:16s} {read_config(path).get('description', '')}")
+        return None
+    if args.config is None or args.out is None:
+        raise ConfigError("give a CONFIG and --out FILE (e.g. glide-edu train digits-hybrid --out model.safetensors)")
+    import torch
+
+    from glide_edu import distributed as ddp
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    ddp.init_from_env()
+    config = apply_overrides(read_config(args.config), args.set)
+    path = train_from_config(config, args.out, args.run_dir, args.resume)
+    return path if ddp.is_main_process() else None  # rank 0 wrote it and says so
