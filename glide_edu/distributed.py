@@ -80,9 +80,11 @@ def all_gather_cat(x: Tensor) -> Tensor:
     """The slices of all ranks, concatenated in rank order along dim 0 (equal shapes on every rank)."""
     if not is_distributed():
         return x
-    parts = [torch.empty_like(x) for _ in range(dist.get_world_size())]
-    dist.all_gather(parts, x.contiguous())
-    return torch.cat(parts)
+    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else x.device
+    y = x.contiguous().to(device)  # NCCL gathers GPU tensors only (an RNG state lives on the CPU)
+    parts = [torch.empty_like(y) for _ in range(dist.get_world_size())]
+    dist.all_gather(parts, y)
+    return torch.cat(parts).to(x.device)
 
 
 def mean_across(x: Tensor) -> Tensor:

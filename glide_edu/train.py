@@ -27,6 +27,7 @@ Under ``torchrun`` (an initialised process group) the trainer is one rank of a `
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -60,7 +61,9 @@ from glide_edu.train_config import (  # noqa: F401  (re-exported: part of this m
     divergence_hint,
     ema_decay,
     ema_update_fn,
+    lr_at,
     option_changes,
+    resolve_training_device,
 )
 from glide_edu.train_io import TrainerFiles
 
@@ -106,10 +109,21 @@ class Trainer(TrainerFiles):
         self.rank, self.world_size = ddp.rank_and_world()
         ddp.check_divisible(cfg.batch_size, self.world_size)
         torch.manual_seed(cfg.seed + self.rank)  # dropout and other module randomness, per rank
-        self.generator = torch.Generator().manual_seed(cfg.seed)  # batches, timesteps, noise
+        self.generator = torch.Generator().manual_seed(cfg.seed)  # batches, timesteps, noise (drawn on the CPU)
+        self.device = resolve_training_device(cfg.device, int(os.environ.get("LOCAL_RANK", "0")))
+        model.to(self.device)
+        if cfg.grad_checkpointing:
+            if not hasattr(model, "enable_gradient_checkpointing"):
+                raise ValueError(f"grad_checkpointing: {type(model).__name__} has no enable_gradient_checkpointing()")
+            model.enable_gradient_checkpointing()
         self.optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         # the module the loss calls: DDP averages its gradients over ranks (and broadcast rank 0's weights now)
-        self.net: nn.Module = DistributedDataParallel(model) if self.world_size > 1 else model
+        gpu = [self.device.index] if self.device.type == "cuda" else None
+        self.net: nn.Module = DistributedDataParallel(model, device_ids=gpu) if self.world_size > 1 else model
+        self.autocast_dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[cfg.precision]
+        # fp16: dynamic loss scaling, fp32 master weights (the model's own); disabled = plain steps
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=cfg.precision == "fp16")
+        self.skipped_steps = 0  # fp16 steps skipped for overflowing gradients
         self.ema = AveragedModel(model, multi_avg_fn=ema_update_fn(cfg.ema_rate, cfg.ema_warmup), use_buffers=True)
         self.sampler = create_named_schedule_sampler(cfg.schedule_sampler, diffusion.num_timesteps)
         self.step = 0
@@ -175,8 +189,17 @@ class Trainer(TrainerFiles):
         return self.images[idx], kwargs
 
     # ----------------------------------------------------------------------------------------- train
+    def _model_fp32_out(self, x: Tensor, t: Tensor, **kwargs: Tensor) -> Tensor:
+        """The network under autocast (bf16/fp16), its output back in float32 so the loss maths is float32."""
+        with torch.autocast(self.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None):
+            return self.net(x, t, **kwargs).float()
+
+    def _losses(self, x0: Tensor, t: Tensor, noise: Tensor, kwargs: dict[str, Tensor]) -> dict[str, Tensor]:
+        return self.diffusion.training_losses(self._model_fp32_out, x0, t, model_kwargs=kwargs, noise=noise,
+                                              loss_type=self.config.loss_type, lambda_vlb=self.config.lambda_vlb)
+
     def train_step(self) -> dict[str, float]:
-        """One optimiser step; returns the logged scalars."""
+        """One optimiser step (of micro-batches, when ``micro_batch`` is set); returns the logged scalars."""
         self.model.train()
         x0, kwargs = self.batch()  # the global batch: the same draw on every rank
         t, weights = self.sampler.sample(x0.shape[0], generator=self.generator)
@@ -184,40 +207,67 @@ class Trainer(TrainerFiles):
         if self.world_size > 1:  # this rank's slice of it
             x0, t, weights, noise = (ddp.shard(v, self.rank, self.world_size) for v in (x0, t, weights, noise))
             kwargs = {k: ddp.shard(v, self.rank, self.world_size) for k, v in kwargs.items()}
-        terms = self.diffusion.training_losses(
-            self.net,
-            x0,
-            t,
-            model_kwargs=kwargs,
-            noise=noise,
-            loss_type=self.config.loss_type,
-            lambda_vlb=self.config.lambda_vlb,
-        )
+        x0, t, weights, noise = (v.to(self.device) for v in (x0, t, weights, noise))
+        kwargs = {k: v.to(self.device) for k, v in kwargs.items()}
+        n = x0.shape[0]
+        chunk = self.config.micro_batch or n
+        starts = range(0, n, chunk)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss_sum, losses, parts = torch.zeros((), device=self.device), [], {"mse": [], "vb": []}
+        for i in starts:
+            sl = slice(i, i + chunk)
+            last = i + chunk >= n
+            sync = self.net.no_sync() if self.world_size > 1 and not last else contextlib.nullcontext()
+            with sync:  # DDP reduces the gradients once, after the last micro-batch
+                terms = self._losses(x0[sl], t[sl], noise[sl], {k: v[sl] for k, v in kwargs.items()})
+                size = terms["loss"].shape[0]
+                loss = (terms["loss"] * weights[sl]).mean() * (size / n)  # chunks add up to the batch mean
+                self.scaler.scale(loss).backward()
+            loss_sum += loss.detach()
+            losses.append(terms["loss"].detach())
+            for key in parts:
+                if key in terms:
+                    parts[key].append(terms[key].detach())
         if isinstance(self.sampler, LossSecondMomentResampler):
             # under DDP it gathers every rank's (t, loss) in rank order: the one-process sampler state everywhere
-            self.sampler.update_with_local_losses(t, terms["loss"].detach())
-        loss = (terms["loss"] * weights).mean()
-        global_loss = ddp.mean_across(loss.detach())  # the same number on every rank, so all stop together
+            self.sampler.update_with_local_losses(t, torch.cat(losses))
+        global_loss = ddp.mean_across(loss_sum)  # the same number on every rank, so all stop together
+        if not torch.isfinite(global_loss) and self.scaler.is_enabled() and self.skipped_steps < 20:
+            self.scaler.update(self.scaler.get_scale() / 2)  # fp16 overflow in the forward pass: skip, rescale
+            return self._skipped(global_loss)
         if not torch.isfinite(global_loss):
             good = latest_checkpoint(self.run_dir) if self.run_dir is not None else None
             kept = f"; the last good checkpoint, {good.name}, is kept and resuming starts there" if good else ""
             raise TrainingDiverged(f"the loss became {global_loss.item()} at step {self.step + 1}; weights were not "
                                    f"updated{kept} — {divergence_hint(self.config)}")
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr_at(self.config, self.step)
+        self.scaler.unscale_(self.optimizer)  # true gradients for clipping (no-op unless fp16)
         grad_norm = float("nan")
         if self.config.grad_clip:
             grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip))
-        self.optimizer.step()
+        scale = self.scaler.get_scale() if self.scaler.is_enabled() else 1.0
+        self.scaler.step(self.optimizer)  # skipped when fp16 gradients overflowed
+        self.scaler.update()
+        if self.scaler.is_enabled() and self.scaler.get_scale() < scale:
+            return self._skipped(global_loss)
+        self.skipped_steps = 0
         self.ema.update_parameters(self.model)
         self.step += 1
         logs = {"step": self.step, "loss": float(global_loss)}
-        for key in ("mse", "vb"):
-            if key in terms:
-                logs[key] = float(ddp.mean_across(terms[key].detach().mean()))
+        for key, values in parts.items():
+            if values:
+                logs[key] = float(ddp.mean_across(torch.cat(values).mean()))
         if not math.isnan(grad_norm):
             logs["grad_norm"] = grad_norm
         return logs
+
+    def _skipped(self, loss: Tensor) -> dict[str, float]:
+        """An fp16 step whose gradients (or loss) overflowed: no update, no EMA; the loss scale was halved."""
+        self.optimizer.zero_grad(set_to_none=True)
+        self.skipped_steps += 1
+        self.step += 1
+        return {"step": self.step, "loss": float(loss), "skipped": 1.0, "loss_scale": self.scaler.get_scale()}
 
     def train(self, steps: int | None = None, callback: Callable[[Trainer, dict], None] | None = None) -> list[dict]:
         """Train until ``steps`` total steps (default: config.steps); checkpoints as configured. The run folder
@@ -250,7 +300,7 @@ class Trainer(TrainerFiles):
 
     def _one_step(self, target: int, bar: Any, callback: Callable[[Trainer, dict], None] | None) -> None:
         logs = self.train_step()
-        climbing = self.loss_is_climbing(logs["loss"])
+        climbing = self._warned_climbing if "skipped" in logs else self.loss_is_climbing(logs["loss"])
         if climbing and not self._warned_climbing:
             warnings.warn(f"step {self.step}: the mean loss of the last {self.config.blowup_window} steps is more than "
                           f"{self.config.blowup_factor:g}× its best; no checkpoint is written until it recovers",

@@ -45,6 +45,16 @@ class TrainConfig:
     # dates from before the loss started to climb, not merely from before it became NaN.
     blowup_window: int = 50
     blowup_factor: float = 3.0
+    # Where and how: "cpu", "cuda", "cuda:1", "mps" or "auto" (CUDA, else MPS, else CPU; under torchrun each
+    # rank takes its LOCAL_RANK's GPU). precision "bf16": autocast to bfloat16; "fp16": autocast to float16 with
+    # dynamic loss scaling (a step whose gradients overflow is skipped, EMA included); the weights, the
+    # optimiser and the loss maths stay float32 either way (GroupNorm and attention softmax run in float32).
+    device: str = "cpu"
+    precision: str = "fp32"
+    micro_batch: int = 0  # > 0: accumulate gradients over chunks of this many examples (per process)
+    warmup_steps: int = 0  # linear lr warm-up over this many steps
+    lr_anneal_steps: int = 0  # > 0: lr decays linearly to 0 at this step (improved-diffusion's lr_anneal_steps)
+    grad_checkpointing: bool = False  # recompute block activations in the backward pass (less memory)
     extra: dict = field(default_factory=dict)
 
 
@@ -65,6 +75,17 @@ class TrainConfig:
             bad.append(f"grad_clip={self.grad_clip} (need > 0, or None for no clipping)")
         if self.keep_checkpoints < 1 or self.checkpoint_every < 0 or self.snapshot_every < 0:
             bad.append("keep_checkpoints ≥ 1, checkpoint_every ≥ 0 and snapshot_every ≥ 0 are needed")
+        if self.precision not in PRECISIONS:
+            bad.append(f"precision={self.precision!r} (choose one of {', '.join(PRECISIONS)})")
+        if not (isinstance(self.micro_batch, int) and self.micro_batch >= 0):
+            bad.append(f"micro_batch={self.micro_batch} (need ≥ 0; 0 = the whole batch at once)")
+        if self.warmup_steps < 0 or self.lr_anneal_steps < 0:
+            bad.append(f"warmup_steps={self.warmup_steps}, lr_anneal_steps={self.lr_anneal_steps} (need ≥ 0)")
+        try:
+            if self.device != "auto":
+                torch.device(self.device)
+        except (RuntimeError, TypeError):
+            bad.append(f"device={self.device!r} (use auto, cpu, cuda, cuda:N or mps)")
         if self.blowup_window < 1 or not self.blowup_factor > 1:
             bad.append(f"blowup_window={self.blowup_window} (≥ 1), blowup_factor={self.blowup_factor} (> 1)")
         if bad:
@@ -74,6 +95,35 @@ class TrainConfig:
 # Options that define a run: resuming with another value would silently train a different model, so it is
 # refused. Every other option (steps, lr, batch size, EMA rate, clipping, logging…) may change on resume: the
 # new value applies from the resumed step and is recorded in trainer.json's "option_history".
+PRECISIONS = ("fp32", "bf16", "fp16")
+
+
+def lr_at(config: TrainConfig, step: int) -> float:
+    """The learning rate of update number ``step`` (0-based): linear warm-up, then constant or linear anneal."""
+    lr = config.lr
+    if config.warmup_steps:
+        lr *= min(1.0, (step + 1) / config.warmup_steps)
+    if config.lr_anneal_steps:
+        lr *= max(0.0, 1.0 - step / config.lr_anneal_steps)
+    return lr
+
+
+def resolve_training_device(name: str, local_rank: int = 0) -> torch.device:
+    """``auto`` → CUDA (this rank's GPU), else MPS, else CPU; anything else as given, checked it exists."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", local_rank % torch.cuda.device_count())
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"device={name!r} but this PyTorch sees no CUDA GPU; use device='auto' or 'cpu'")
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", local_rank % torch.cuda.device_count())
+    return device
+
+
 FIXED_OPTIONS = ("seed", "loss_type", "lambda_vlb", "schedule_sampler", "ema_warmup")
 
 

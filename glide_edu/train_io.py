@@ -40,11 +40,16 @@ class TrainerFiles:
 
         cfg = self.config
         n, shape = cfg.sample_count, (cfg.sample_count, *self.images.shape[1:])
-        kwargs = self.grid_kwargs(n)
+        kwargs = {k: v.to(self.device) for k, v in self.grid_kwargs(n).items()}
         model, was_training = self.ema_model, self.ema_model.training
         model.eval()
-        gen = torch.Generator().manual_seed(cfg.seed + 1)
-        samples = self._grid_sampler.p_sample_loop(model, shape, model_kwargs=kwargs, generator=gen)  # (n, C, H, W)
+        gen = torch.Generator().manual_seed(cfg.seed + 1)  # on the CPU: the same grids on every device
+
+        def draw(like: Tensor) -> Tensor:
+            return torch.randn(like.shape, generator=gen, dtype=like.dtype).to(like.device)
+
+        samples = self._grid_sampler.p_sample_loop(model, shape, model_kwargs=kwargs, device=self.device,
+                                                   noise_fn=draw).cpu()  # (n, C, H, W)
         model.train(was_training)
         if self.run_dir is not None:
             folder = self.run_dir / "samples"
@@ -103,8 +108,14 @@ class TrainerFiles:
             "torch_rng": rng,
             "generator": self.generator.get_state(),
         }
+        if self.scaler.is_enabled():  # fp16: the loss scale and its growth tracker
+            state["grad_scaler"] = self.scaler.state_dict()
+        if self.device.type == "cuda":  # dropout masks drawn on the GPU
+            state["cuda_rng"] = torch.cuda.get_rng_state(self.device)
         if self.world_size > 1:  # (world, state bytes): each rank's dropout RNG
             state["torch_rng_ranks"] = ddp.all_gather_cat(rng[None])
+            if "cuda_rng" in state:
+                state["cuda_rng_ranks"] = ddp.all_gather_cat(state["cuda_rng"][None])
         if isinstance(self.sampler, LossSecondMomentResampler):
             state["sampler_history"] = torch.from_numpy(self.sampler._history.copy())
             state["sampler_counts"] = torch.from_numpy(self.sampler._counts.copy())
@@ -142,7 +153,13 @@ class TrainerFiles:
             torch.manual_seed(self.config.seed + 1000 * self.step + self.rank)
         else:
             torch.set_rng_state(state["torch_rng"])
+        if self.device.type == "cuda" and "cuda_rng" in state:
+            cuda = state.get("cuda_rng_ranks")
+            mine = cuda[self.rank] if cuda is not None and cuda.shape[0] == self.world_size else state["cuda_rng"]
+            torch.cuda.set_rng_state(mine.clone(), self.device)
         self.generator.set_state(state["generator"])
+        if self.scaler.is_enabled() and "grad_scaler" in state:
+            self.scaler.load_state_dict(state["grad_scaler"])
         if isinstance(self.sampler, LossSecondMomentResampler) and "sampler_history" in state:
             self.sampler._history = state["sampler_history"].numpy().copy()
             self.sampler._counts = state["sampler_counts"].numpy().copy()

@@ -226,6 +226,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resume", action="store_true", help="continue the run in --run-dir")
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="change one value, e.g. --set train.steps=500 (repeatable)")
+    parser.add_argument("--device", default=None, help="auto, cpu, cuda, cuda:N or mps (= --set train.device=…)")
+    parser.add_argument("--precision", default=None, choices=["fp32", "bf16", "fp16"],
+                        help="bf16 / fp16 autocast, float32 master weights (= --set train.precision=…)")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads per process")
     parser.add_argument("--list", action="store_true", help="list the shipped configs and exit")
 
@@ -246,6 +249,8 @@ def run_cli(args: argparse.Namespace) -> Path | None:
     if args.threads:
         torch.set_num_threads(args.threads)
     ddp.init_from_env()
-    config = apply_overrides(read_config(args.config), args.set)
+    sets = list(args.set) + [f"train.{k}={json.dumps(v)}" for k in ("device", "precision")
+                             if (v := getattr(args, k)) is not None]
+    config = apply_overrides(read_config(args.config), sets)
     path = train_from_config(config, args.out, args.run_dir, args.resume)
     return path if ddp.is_main_process() else None  # rank 0 wrote it and says so

@@ -73,6 +73,7 @@ def test_resume_is_explicit_and_metrics_go_to_csv(tmp_path, capsys) -> None:
     assert "already holds a run; add --resume" in capsys.readouterr().err
     assert main(["train", str(config), "--run-dir", str(run), "--resume", "--set", "train.steps=3",
                  "--out", str(tmp_path / "b.safetensors")]) == 0
+    assert json.loads((run / "ckpt-0000003" / "trainer.json").read_text())["train_config"]["precision"] == "fp32"
     rows = (run / "metrics.csv").read_text().splitlines()
     assert rows[0].startswith("step,loss") and [r.split(",")[0] for r in rows[1:]] == ["1", "2", "3"]
     assert (run / "ckpt-0000003").is_dir()
@@ -107,6 +108,14 @@ def test_bad_configs_are_one_line_errors(tmp_path, capsys, change, message) -> N
 def test_bad_arguments_are_one_line_errors(argv, message, capsys) -> None:
     assert main(argv) == 1
     assert message in capsys.readouterr().err
+
+
+def test_device_and_precision_flags(tmp_path) -> None:
+    out = tmp_path / "bf16.safetensors"
+    assert main(["train", str(_tiny(tmp_path)), "--device", "auto", "--precision", "bf16", "--out", str(out)]) == 0
+    from glide_edu.pretrained import read_metadata
+
+    assert read_metadata(out)["info"]["config"]["train"]["precision"] == "bf16"
 
 
 def test_invalid_toml_names_the_file(tmp_path, capsys) -> None:

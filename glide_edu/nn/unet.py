@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
+import torch.utils.checkpoint
 from torch import Tensor, nn
 
 from glide_edu.nn.layers import (
@@ -319,17 +320,30 @@ class UNetModel(nn.Module):
         if timesteps.ndim != 1 or timesteps.shape[0] != x.shape[0]:
             raise ValueError(f"timesteps must have shape ({x.shape[0]},), got {tuple(timesteps.shape)}")
 
+    gradient_checkpointing = False  # see enable_gradient_checkpointing
+
+    def enable_gradient_checkpointing(self, enabled: bool = True) -> None:
+        """Recompute each block's activations in the backward pass instead of keeping them (training only):
+        less memory for about one more forward pass. Unlike the reference's ``use_checkpoint`` flag, this one
+        really recomputes (``torch.utils.checkpoint``, RNG state preserved so dropout masks repeat)."""
+        self.gradient_checkpointing = enabled
+
+    def _block(self, module: nn.Module, h: Tensor, emb: Tensor, encoder_out: Tensor | None) -> Tensor:
+        if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
+            return torch.utils.checkpoint.checkpoint(module, h, emb, encoder_out, use_reentrant=False)
+        return module(h, emb, encoder_out)
+
     def unet_forward(self, h: Tensor, emb: Tensor, encoder_out: Tensor | None = None) -> Tensor:
         """The input blocks, middle and output blocks (with skips) and the output head."""
         hs = []
         x_dtype = h.dtype
         h = h.to(self.dtype)
         for module in self.input_blocks:
-            h = module(h, emb, encoder_out)
+            h = self._block(module, h, emb, encoder_out)
             hs.append(h)
-        h = self.middle_block(h, emb, encoder_out)
+        h = self._block(self.middle_block, h, emb, encoder_out)
         for module in self.output_blocks:
-            h = module(torch.cat([h, hs.pop()], dim=1), emb, encoder_out)
+            h = self._block(module, torch.cat([h, hs.pop()], dim=1), emb, encoder_out)
         return self.out(h.to(x_dtype))
 
     def forward(self, x: Tensor, timesteps: Tensor, y: Tensor | None = None) -> Tensor:
