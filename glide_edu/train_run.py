@@ -3,7 +3,7 @@
 A config names what to build, on which data, with which options — the same dataclasses the recipes use::
 
     kind = "unet"                       # "unet": ADM UNet (optionally class-conditional); "glide": GLIDE text model
-    [data]                              # source = "digits" | "folder" | "book-captions"
+    [data]                              # source = "digits" | "folder" | "book-captions" | "caption-folder"
     [model]                             # UNetConfig fields ("unet") or GLIDE option names ("glide")
     [diffusion]                         # steps, noise_schedule, model_var_type ("unet" only)
     [train]                             # TrainConfig fields: steps, batch_size, lr, ema_rate, …
@@ -29,7 +29,7 @@ from typing import Any
 # torch and the models are imported where they are used: `glide-edu --help` stays fast.
 
 KINDS = ("unet", "glide")
-SOURCES = {"unet": ("digits", "folder"), "glide": ("book-captions",)}
+SOURCES = {"unet": ("digits", "folder"), "glide": ("book-captions", "caption-folder")}
 SECTIONS = ("data", "model", "diffusion", "train")
 
 
@@ -135,14 +135,22 @@ def build(config: dict[str, Any], run_dir: Path | None) -> tuple[Any, dict[str, 
 
         options = {**MINI_OPTIONS, **config.get("model", {})}
         n_shapes = int(data.get("n_shapes", 20000))
-        captions = book_captions("train", n_shapes, train_cfg.seed)
+        if data["source"] == "caption-folder":  # your own captioned images (glide_edu.datasets), in memory
+            from glide_edu.datasets import load_captioned_folder
+
+            if "path" not in data:
+                raise ConfigError("[data] source = 'caption-folder' needs path = 'my_captioned_images/'")
+            captions = load_captioned_folder(data["path"], int(options["image_size"]))  # uniform sampling
+        else:
+            captions = book_captions("train", n_shapes, train_cfg.seed)
         tokenizer = tokenizer_for(options)
         tokens, mask = tokenize_captions(tokenizer, captions.captions, int(options["text_ctx"]))
         torch.manual_seed(train_cfg.seed)  # the initial weights (as the recipe seeds them)
         model = create_glide_model(options)
         dconf = DiffusionConfig(int(options["diffusion_steps"]), str(options["noise_schedule"]))
         trainer = TextTrainer(model, dconf.create(""), captions.images, tokens, mask, train_cfg,
-                              p_uncond=float(data.get("p_uncond", 0.2)), weights=captions.weights, options=options,
+                              p_uncond=float(data.get("p_uncond", 0.2)), options=options,
+                              weights=getattr(captions, "weights", None),
                               grid_prompts=tokenizer.tokens_and_mask(list(GRID_PROMPTS), int(options["text_ctx"])),
                               run_dir=run_dir, model_config={"glide_options": options, "n_shapes": n_shapes},
                               diffusion_config=dconf.to_dict())

@@ -136,3 +136,23 @@ def test_torchrun_trains_a_config_data_parallel(tmp_path) -> None:
 
     assert read_metadata(out)["info"]["world_size"] == 2
     assert proc.stdout.count("wrote") == 1  # rank 0 wrote the file and said so
+
+
+def test_a_glide_model_trains_on_a_captioned_folder(tmp_path) -> None:
+    from PIL import Image
+
+    from glide_edu.pretrained import load_glide_checkpoint
+
+    folder = tmp_path / "pics"
+    folder.mkdir()
+    for i, colour in enumerate(("red", "blue", "green")):
+        Image.new("RGB", (48, 40), colour).save(folder / f"{i}.png")
+        (folder / f"{i}.txt").write_text(f"a {colour} square")
+    config = {"kind": "glide", "data": {"source": "caption-folder", "path": str(folder)},
+              "train": {"steps": 1, "batch_size": 2, "progress": False}}
+    path = tmp_path / "glide.json"
+    path.write_text(json.dumps(config))
+    out = tmp_path / "g.safetensors"
+    assert main(["train", str(path), "--out", str(out)]) == 0
+    model, options = load_glide_checkpoint(out)[:2]
+    assert options["image_size"] == 32 and sum(p.numel() for p in model.parameters()) > 1e6
