@@ -14,6 +14,11 @@ which is the gradient of the global batch's mean loss; the loss-aware timestep s
 all ranks in rank order (:meth:`glide_edu.resample.LossSecondMomentResampler.update_with_local_losses`), so its
 state is the one-process state. Module
 randomness (dropout) is seeded per rank. Rank 0 alone writes checkpoints, snapshots and logs.
+
+``parallel = "fsdp"`` shards the weights, gradients and Adam moments (and the EMA copy) over the ranks instead
+of replicating them (PyTorch's ``fully_shard``, one unit per UNet / transformer block, :func:`shard_model`):
+for models that do not fit one GPU. Checkpoints are gathered to full tensors on rank 0 and written in the
+one-process format, so a run can move between 1 process, DDP and FSDP.
 """
 
 from __future__ import annotations
@@ -100,3 +105,82 @@ def barrier() -> None:
     """Wait for every rank (no-op outside a process group)."""
     if is_distributed():
         dist.barrier()
+
+
+BLOCK_LISTS = ("input_blocks", "output_blocks", "resblocks")  # the ModuleLists whose entries become FSDP units
+
+
+def shard_model(model: torch.nn.Module) -> torch.nn.Module:
+    """FSDP (``fully_shard``) over this process group: each block of the UNet's input/output lists, its
+    middle block and each text-transformer block is one unit (gathered for its forward, freed after), then
+    the rest. Mutates and returns ``model``; its parameters become DTensors sharded on dim 0."""
+    from torch.distributed.fsdp import fully_shard
+
+    for module in list(model.modules()):
+        for name in BLOCK_LISTS:
+            blocks = getattr(module, name, None)
+            if isinstance(blocks, torch.nn.ModuleList):
+                for block in blocks:
+                    fully_shard(block)
+        middle = getattr(module, "middle_block", None)
+        if isinstance(middle, torch.nn.Module):
+            fully_shard(middle)
+    fully_shard(model)
+    return model
+
+
+def full_state(module: torch.nn.Module) -> dict[str, Tensor]:
+    """The full (unsharded) state dict of an FSDP module on rank 0, on the CPU ({} on other ranks). Collective."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    return get_model_state_dict(module, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+
+
+def load_full_state(module: torch.nn.Module, state: dict[str, Tensor]) -> None:
+    """Load a full state dict (every rank passes it) into an FSDP module, each rank keeping its shard."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+
+    set_model_state_dict(module, state, options=StateDictOptions(full_state_dict=True, strict=True))
+
+
+def full_optimizer_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict:
+    """The optimiser state of an FSDP model, gathered on rank 0, in the one-process layout (parameters by
+    index in ``model.named_parameters()`` order). Collective."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
+
+    full = get_optimizer_state_dict(model, optimizer,
+                                    options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    index = {name: i for i, (name, _) in enumerate(model.named_parameters())}
+    if not full:
+        return {}
+    return {"state": {index[k]: v for k, v in full["state"].items()},
+            "param_groups": [{**g, "params": [index[n] for n in g["params"]]} for g in full["param_groups"]]}
+
+
+def load_full_optimizer_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer, state: dict) -> None:
+    """Load a one-process-layout optimiser state into the optimiser of an FSDP model."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
+    names = [name for name, _ in model.named_parameters()]
+    full = {"state": {names[int(i)]: v for i, v in state["state"].items()},
+            "param_groups": [{**g, "params": [names[int(i)] for i in g["params"]]} for g in state["param_groups"]]}
+    set_optimizer_state_dict(model, optimizer, full, options=StateDictOptions(full_state_dict=True))
+
+
+def broadcast_module(module: torch.nn.Module) -> None:
+    """Rank 0's parameters and buffers, copied to every rank (what DDP does when it wraps a model)."""
+    if is_distributed():
+        for tensor in [*module.parameters(), *module.buffers()]:
+            dist.broadcast(tensor.data, src=0)
+
+
+class StateHolder(torch.nn.Module):
+    """A stand-in for a module whose full state was gathered (FSDP): ``state_dict()`` returns it, for writers
+    that only read a module's state."""
+
+    def __init__(self, state: dict[str, Tensor]) -> None:
+        super().__init__()
+        self._full = state
+
+    def state_dict(self, *args, **kwargs) -> dict[str, Tensor]:  # noqa: ARG002
+        return dict(self._full)

@@ -116,15 +116,23 @@ class Trainer(TrainerFiles):
             if not hasattr(model, "enable_gradient_checkpointing"):
                 raise ValueError(f"grad_checkpointing: {type(model).__name__} has no enable_gradient_checkpointing()")
             model.enable_gradient_checkpointing()
+        self.ema = AveragedModel(model, multi_avg_fn=ema_update_fn(cfg.ema_rate, cfg.ema_warmup), use_buffers=True)
+        self.fsdp = self.world_size > 1 and cfg.parallel == "fsdp"
+        if self.fsdp:  # rank 0's initial weights everywhere, then weights and EMA sharded over the ranks
+            ddp.broadcast_module(model)
+            self.ema.load_state_dict({**self.ema.state_dict(), **{f"module.{k}": v for k, v in
+                                                                  model.state_dict().items()}})
+            ddp.shard_model(model)
+            ddp.shard_model(self.ema.module)
         self.optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         # the module the loss calls: DDP averages its gradients over ranks (and broadcast rank 0's weights now)
         gpu = [self.device.index] if self.device.type == "cuda" else None
-        self.net: nn.Module = DistributedDataParallel(model, device_ids=gpu) if self.world_size > 1 else model
+        ddp_wrap = self.world_size > 1 and not self.fsdp
+        self.net: nn.Module = DistributedDataParallel(model, device_ids=gpu) if ddp_wrap else model
         self.autocast_dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[cfg.precision]
         # fp16: dynamic loss scaling, fp32 master weights (the model's own); disabled = plain steps
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=cfg.precision == "fp16")
         self.skipped_steps = 0  # fp16 steps skipped for overflowing gradients
-        self.ema = AveragedModel(model, multi_avg_fn=ema_update_fn(cfg.ema_rate, cfg.ema_warmup), use_buffers=True)
         self.sampler = create_named_schedule_sampler(cfg.schedule_sampler, diffusion.num_timesteps)
         self.step = 0
         self.history: list[dict[str, float]] = []
@@ -217,7 +225,10 @@ class Trainer(TrainerFiles):
         for i in starts:
             sl = slice(i, i + chunk)
             last = i + chunk >= n
-            sync = self.net.no_sync() if self.world_size > 1 and not last else contextlib.nullcontext()
+            if self.fsdp:
+                self.model.set_requires_gradient_sync(last)
+            ddp_accumulating = self.world_size > 1 and not last and not self.fsdp
+            sync = self.net.no_sync() if ddp_accumulating else contextlib.nullcontext()
             with sync:  # DDP reduces the gradients once, after the last micro-batch
                 terms = self._losses(x0[sl], t[sl], noise[sl], {k: v[sl] for k, v in kwargs.items()})
                 size = terms["loss"].shape[0]
@@ -245,7 +256,8 @@ class Trainer(TrainerFiles):
         self.scaler.unscale_(self.optimizer)  # true gradients for clipping (no-op unless fp16)
         grad_norm = float("nan")
         if self.config.grad_clip:
-            grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip))
+            norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
+            grad_norm = float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)  # (FSDP: a DTensor)
         scale = self.scaler.get_scale() if self.scaler.is_enabled() else 1.0
         self.scaler.step(self.optimizer)  # skipped when fp16 gradients overflowed
         self.scaler.update()
@@ -315,8 +327,9 @@ class Trainer(TrainerFiles):
         every = self.config.checkpoint_every
         if self.run_dir is not None and ((every and self.step % every == 0) or self.step == target) and not climbing:
             self.save()
-        if self.config.sample_every and self.step % self.config.sample_every == 0 and self.rank == 0:
+        everyone = self.rank == 0 or self.fsdp  # a sharded EMA samples and gathers on every rank
+        if self.config.sample_every and self.step % self.config.sample_every == 0 and everyone:
             self.last_samples = self.sample_grid()
         if (self.run_dir is not None and self.config.snapshot_every and self.step % self.config.snapshot_every == 0
-                and self.rank == 0):
+                and everyone):
             self.save_snapshot()

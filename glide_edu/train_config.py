@@ -55,6 +55,7 @@ class TrainConfig:
     warmup_steps: int = 0  # linear lr warm-up over this many steps
     lr_anneal_steps: int = 0  # > 0: lr decays linearly to 0 at this step (improved-diffusion's lr_anneal_steps)
     grad_checkpointing: bool = False  # recompute block activations in the backward pass (less memory)
+    parallel: str = "ddp"  # with several processes: "ddp" replicates the weights, "fsdp" shards them
     extra: dict = field(default_factory=dict)
 
 
@@ -75,6 +76,8 @@ class TrainConfig:
             bad.append(f"grad_clip={self.grad_clip} (need > 0, or None for no clipping)")
         if self.keep_checkpoints < 1 or self.checkpoint_every < 0 or self.snapshot_every < 0:
             bad.append("keep_checkpoints ≥ 1, checkpoint_every ≥ 0 and snapshot_every ≥ 0 are needed")
+        if self.parallel not in ("ddp", "fsdp"):
+            bad.append(f"parallel={self.parallel!r} (ddp or fsdp)")
         if self.precision not in PRECISIONS:
             bad.append(f"precision={self.precision!r} (choose one of {', '.join(PRECISIONS)})")
         if not (isinstance(self.micro_batch, int) and self.micro_batch >= 0):

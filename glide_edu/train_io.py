@@ -51,7 +51,7 @@ class TrainerFiles:
         samples = self._grid_sampler.p_sample_loop(model, shape, model_kwargs=kwargs, device=self.device,
                                                    noise_fn=draw).cpu()  # (n, C, H, W)
         model.train(was_training)
-        if self.run_dir is not None:
+        if self.run_dir is not None and self.rank == 0:
             folder = self.run_dir / "samples"
             folder.mkdir(parents=True, exist_ok=True)
             image = to_pil(make_grid(samples, nrow=int(math.ceil(math.sqrt(n))))[None])[0]
@@ -78,7 +78,14 @@ class TrainerFiles:
             raise ValueError("snapshots need a run_dir and a model with a dataclass .config (UNetModel, classifier)")
         info = {"step": self.step, "ema_rate": self.config.ema_rate, "ema_warmup": self.config.ema_warmup}
         path = self.run_dir / "snapshots" / f"ema-step-{self.step:07d}.safetensors"
-        return save_small_checkpoint(path, self.ema_model, config, self.diffusion_config, info)
+        ema = self.full_ema()  # (FSDP: gathered on every rank's call; rank 0 writes)
+        if self.rank != 0:
+            return path
+        return save_small_checkpoint(path, ema, config, self.diffusion_config, info)
+
+    def full_ema(self) -> nn.Module:
+        """The EMA network for writing: itself, or under FSDP a holder of its gathered state (collective)."""
+        return ddp.StateHolder(ddp.full_state(self.ema.module)) if self.fsdp else self.ema_model
 
     @property
     def ema_model(self) -> nn.Module:
@@ -103,7 +110,8 @@ class TrainerFiles:
             raise ValueError("this Trainer has no run_dir; pass run_dir=… to save checkpoints")
         rng = torch.get_rng_state()
         state = {
-            "optimizer": self.optimizer.state_dict(),
+            "optimizer": (ddp.full_optimizer_state(self.model, self.optimizer) if self.fsdp
+                          else self.optimizer.state_dict()),
             "ema_n_averaged": self.ema.n_averaged.detach().clone(),
             "torch_rng": rng,
             "generator": self.generator.get_state(),
@@ -119,10 +127,14 @@ class TrainerFiles:
         if isinstance(self.sampler, LossSecondMomentResampler):
             state["sampler_history"] = torch.from_numpy(self.sampler._history.copy())
             state["sampler_counts"] = torch.from_numpy(self.sampler._counts.copy())
+        if self.fsdp:  # gathered to full tensors on rank 0: the one-process format
+            model_state, ema_state = ddp.full_state(self.model), ddp.full_state(self.ema.module)
+        else:
+            model_state, ema_state = self.model.state_dict(), self.ema_model.state_dict()
         path = self.run_dir / f"ckpt-{self.step:07d}"
         if self.rank == 0:
-            path = write_checkpoint(self.run_dir, self.step, self.model.state_dict(), self.ema_model.state_dict(),
-                                    state, self._meta(), self.config.keep_checkpoints)
+            path = write_checkpoint(self.run_dir, self.step, model_state, ema_state, state, self._meta(),
+                                    self.config.keep_checkpoints)
         ddp.barrier()
         return path
 
@@ -140,9 +152,14 @@ class TrainerFiles:
                     "use another run_dir to train this configuration — nothing was overwritten"
                 )
         changes = option_changes(meta.get("train_config", {}), asdict(self.config))
-        self.model.load_state_dict(model_state, strict=True)
-        self.ema_model.load_state_dict(ema_state, strict=True)
-        self.optimizer.load_state_dict(state["optimizer"])
+        if self.fsdp:
+            ddp.load_full_state(self.model, model_state)
+            ddp.load_full_state(self.ema.module, ema_state)
+            ddp.load_full_optimizer_state(self.model, self.optimizer, state["optimizer"])
+        else:
+            self.model.load_state_dict(model_state, strict=True)
+            self.ema_model.load_state_dict(ema_state, strict=True)
+            self.optimizer.load_state_dict(state["optimizer"])
         for group in self.optimizer.param_groups:  # a changed lr / weight decay applies from here on
             group["lr"], group["weight_decay"] = self.config.lr, self.config.weight_decay
         self.ema.n_averaged.copy_(state["ema_n_averaged"])

@@ -218,11 +218,12 @@ def train_from_config(config: dict[str, Any], out: Path, run_dir: Path | None, r
     info = {"command": "glide-edu train", "config": config, "steps": trainer.step,
             "train_seconds_this_run": round(time.perf_counter() - start, 1), "world_size": trainer.world_size,
             "final_loss": history[-1]["loss"] if history else None}
+    ema = trainer.full_ema()  # (FSDP: gathered on every rank; rank 0 writes)
     if trainer.rank == 0:
         if spec["format"] == "glide":
-            save_glide_checkpoint(out, trainer.ema_model, spec["options"], "base", info)
+            save_glide_checkpoint(out, ema, spec["options"], "base", info)
         else:
-            save_small_checkpoint(out, trainer.ema_model, spec["unet"], spec["diffusion"], info)
+            save_small_checkpoint(out, ema, spec["unet"], spec["diffusion"], info)
     ddp.barrier()
     return out
 

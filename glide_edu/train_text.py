@@ -123,7 +123,10 @@ class TextTrainer(Trainer):
             raise ValueError("snapshots of a text model need a run_dir and its GLIDE options")
         path = self.run_dir / "snapshots" / f"ema-step-{self.step:07d}.safetensors"
         info = {"step": self.step, "ema_rate": self.config.ema_rate, "p_uncond": self.p_uncond}
-        return save_glide_checkpoint(path, self.ema_model, self.options, "base", info)
+        ema = self.full_ema()  # (FSDP: gathered on every rank's call; rank 0 writes)
+        if self.rank != 0:
+            return path
+        return save_glide_checkpoint(path, ema, self.options, "base", info)
 
 
 def train_mini(out: str | os.PathLike, run_dir: str | os.PathLike | None = None, steps: int | None = None,

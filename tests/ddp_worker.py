@@ -2,7 +2,7 @@
 N. It trains a tiny class-conditional UNet with label dropout, the loss-aware timestep sampler and checkpoints,
 and rank 0 writes the final weights, EMA, Adam moments and sampler history to one safetensors file.
 
-    python tests/ddp_worker.py RUN_DIR OUT STEPS
+    python tests/ddp_worker.py RUN_DIR OUT STEPS [ddp|fsdp]
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from glide_edu.respace import create_diffusion
 from glide_edu.train import TrainConfig, Trainer
 
 
-def main(run_dir: str, out: str, steps: int) -> None:
+def main(run_dir: str, out: str, steps: int, parallel: str = "ddp") -> None:
     torch.set_num_threads(1)
     ddp.init_from_env(backend="gloo")
     cfg = UNetConfig(image_size=16, in_channels=1, model_channels=32, channel_mult=(1, 2), num_res_blocks=1,
@@ -30,15 +30,21 @@ def main(run_dir: str, out: str, steps: int) -> None:
     labels = torch.randint(0, 4, (64,), generator=data)
     diffusion = create_diffusion(4, "cosine", model_var_type="learned_range")  # 4 steps: the sampler warms up
     config = TrainConfig(steps=steps, batch_size=16, lr=1e-3, progress=False, log_every=1, checkpoint_every=3,
-                         keep_checkpoints=2, loss_type="hybrid", schedule_sampler="loss-second-moment")
+                         keep_checkpoints=2, loss_type="hybrid", schedule_sampler="loss-second-moment",
+                         parallel=parallel)
     trainer = Trainer(UNetModel(cfg), diffusion, images, config, labels=labels, run_dir=run_dir,
                       model_config={"unet": asdict(cfg)}, diffusion_config={"steps": 4},
                       label_dropout=0.2, null_label=4)
     trainer.train()
+    sharded = trainer.fsdp
+    model_state = ddp.full_state(trainer.model) if sharded else trainer.model.state_dict()
+    ema_state = trainer.full_ema().state_dict()
+    optimizer = (ddp.full_optimizer_state(trainer.model, trainer.optimizer) if sharded
+                 else trainer.optimizer.state_dict())
     if ddp.is_main_process():
-        state = {f"model.{k}": v for k, v in trainer.model.state_dict().items()}
-        state |= {f"ema.{k}": v for k, v in trainer.ema_model.state_dict().items()}
-        for i, s in trainer.optimizer.state_dict()["state"].items():
+        state = {f"model.{k}": v for k, v in model_state.items()}
+        state |= {f"ema.{k}": v for k, v in ema_state.items()}
+        for i, s in optimizer["state"].items():
             state |= {f"adam.{i}.{k}": v.reshape(-1) if v.ndim == 0 else v for k, v in s.items()}
         state["sampler_history"] = torch.from_numpy(trainer.sampler._history.copy())
         state["loss"] = torch.tensor([h["loss"] for h in trainer.history])
@@ -47,4 +53,4 @@ def main(run_dir: str, out: str, steps: int) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2], int(sys.argv[3]))
+    main(sys.argv[1], sys.argv[2], int(sys.argv[3]), *sys.argv[4:5])

@@ -1,6 +1,6 @@
 """Data parallelism on PyTorch's engine, tested with 2 CPU processes on gloo under ``torchrun``: the 2-process
-run equals the 1-process run with the same global batch (float tolerance), and a 2-process run stopped and
-resumed — also after SIGKILLs — equals an uninterrupted 2-process run bit for bit."""
+run — DDP or FSDP — equals the 1-process run with the same global batch (float tolerance), and a 2-process run
+stopped and resumed — also after SIGKILLs — equals an uninterrupted 2-process run bit for bit."""
 
 from __future__ import annotations
 
@@ -25,33 +25,34 @@ def _env() -> dict[str, str]:
     return env | {"OMP_NUM_THREADS": "1"}
 
 
-def _run(run_dir: Path, out: Path, steps: int, nproc: int) -> None:
+def _run(run_dir: Path, out: Path, steps: int, nproc: int, parallel: str = "ddp") -> None:
     if nproc == 1:
         cmd = [sys.executable, str(WORKER)]
     else:
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
                str(WORKER)]
-    proc = subprocess.run([*cmd, str(run_dir), str(out), str(steps)], env=_env(), capture_output=True, text=True,
-                          timeout=600)
+    proc = subprocess.run([*cmd, str(run_dir), str(out), str(steps), parallel], env=_env(), capture_output=True,
+                          text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
 
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory) -> dict[str, dict[str, torch.Tensor]]:
     root = tmp_path_factory.mktemp("ddp")
-    for name, nproc in (("one", 1), ("two", 2)):
-        _run(root / name, root / f"{name}.safetensors", STEPS, nproc)
-    out = {name: load_file(root / f"{name}.safetensors") for name in ("one", "two")}
+    for name, nproc, parallel in (("one", 1, "ddp"), ("two", 2, "ddp"), ("fsdp", 2, "fsdp")):
+        _run(root / name, root / f"{name}.safetensors", STEPS, nproc, parallel)
+    out = {name: load_file(root / f"{name}.safetensors") for name in ("one", "two", "fsdp")}
     out["root"] = root  # type: ignore[assignment]
     return out
 
 
-def test_two_processes_equal_one_with_the_same_global_batch(runs) -> None:
+@pytest.mark.parametrize("name", ["two", "fsdp"])
+def test_two_processes_equal_one_with_the_same_global_batch(runs, name) -> None:
     """Float tolerance, measured: the per-step losses agree to ~2e-7 (relative); the weights to ~1e-4, because
     Adam's step is ±lr whatever a gradient's size, so parameters with near-zero gradients (zero-initialised
     output convolutions) amplify summation-order differences. A sampler fed twice (a double gather) moves the
     losses by 0.1 and the weights by 8e-3 (measured), far outside these tolerances."""
-    one, two = runs["one"], runs["two"]
+    one, two = runs["one"], runs[name]
     assert one.keys() == two.keys()
     assert (one["sampler_history"] != 0).all(), "the loss-aware sampler never warmed up: its syncing is untested"
     torch.testing.assert_close(two["loss"], one["loss"], rtol=1e-5, atol=0)
@@ -100,3 +101,19 @@ def test_two_process_sigkills_then_resume_is_bit_identical(runs) -> None:
     for key, value in runs["two"].items():
         if key != "loss":
             assert torch.equal(killed[key], value), key
+
+
+def test_fsdp_stop_and_resume_is_bit_identical_and_checkpoints_move_between_modes(runs) -> None:
+    root: Path = runs["root"]  # type: ignore[assignment]
+    _run(root / "fsdp_resumed", root / "fpart.safetensors", 7, 2, "fsdp")
+    _run(root / "fsdp_resumed", root / "fsdp_resumed.safetensors", STEPS, 2, "fsdp")
+    resumed = load_file(root / "fsdp_resumed.safetensors")
+    for key, value in runs["fsdp"].items():
+        if key != "loss":
+            assert torch.equal(resumed[key], value), key
+    # a checkpoint written by FSDP (gathered, one-process format) resumes under DDP, and the other way round
+    _run(root / "fsdp_resumed", root / "as_ddp.safetensors", STEPS + 2, 2, "ddp")
+    _run(root / "resumed", root / "as_fsdp.safetensors", STEPS + 2, 2, "fsdp")
+    a, b = load_file(root / "as_ddp.safetensors"), load_file(root / "as_fsdp.safetensors")
+    moved = max(float((a[k] - b[k]).abs().max()) for k in a if k.startswith("model."))
+    assert moved < 1e-3
