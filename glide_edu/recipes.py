@@ -168,6 +168,10 @@ def weights_note(cfg: TrainConfig) -> str:
 
 
 NULL_LABEL = 10  # the learned "no label" embedding of the class-conditional digits models (classes 0–9)
+# The class-conditional models train three times as long as the unconditional ones: at guidance scale 3 their
+# FID-proxy was still falling and their recall rising at 2000 and 4000 steps (data/results/
+# digits_cfg_convergence.json, chapter 6 §5.2), while s = 1 was flat from 1500 steps.
+CFG_STEPS = 6000
 
 
 def cfg_checkpoint_name(p_uncond: float) -> str:
@@ -188,18 +192,19 @@ def train_digits_cfg(
 ) -> Path:
     """Train the class-conditional model of chapter 6 (learned null label) with the digits recipe.
 
-    Same UNet, diffusion and :data:`DIGITS_TRAIN` settings as ``digits --loss hybrid`` plus an 11-entry label
-    embedding, trained from scratch. Each training label is replaced by ``NULL_LABEL`` with probability
-    ``p_uncond`` so one network learns ε(x_t | y) and ε(x_t | ∅). ``init`` instead fine-tunes an unconditional
-    checkpoint (label embedding from zero, as GLIDE fine-tuned its base model); on the digits, 1000 such steps
-    left the labels unused (class accuracy 0.095 at guidance scale 1, measured 2026-12-03), so the shipped
+    Same UNet, diffusion and :data:`DIGITS_TRAIN` settings as ``digits --loss hybrid`` (but :data:`CFG_STEPS`
+    steps) plus an 11-entry label embedding, trained from scratch. Each training label is replaced by
+    ``NULL_LABEL`` with probability ``p_uncond`` so one network learns ε(x_t | y) and ε(x_t | ∅). ``init``
+    instead fine-tunes an unconditional checkpoint (label embedding from zero, as GLIDE fine-tuned its base
+    model); on the digits, 1000 such steps left the labels unused (class accuracy 0.095 at guidance scale 1,
+    measured 2026-12-03), so the shipped
     models are trained from scratch.
     """
     if not 0.0 < p_uncond < 1.0:
         raise ValueError(f"p_uncond must lie strictly between 0 and 1, got {p_uncond}")
     unet_cfg, diffusion_cfg = digits_configs("hybrid")
     unet_cfg = replace(unet_cfg, num_classes=NULL_LABEL + 1)
-    cfg = replace(DIGITS_TRAIN, steps=DIGITS_TRAIN.steps if steps is None else steps, seed=seed, progress=progress,
+    cfg = replace(DIGITS_TRAIN, steps=CFG_STEPS if steps is None else steps, seed=seed, progress=progress,
                   loss_type="hybrid", sample_every=sample_every, snapshot_every=snapshot_every)
     init = Path(init) if init is not None else None
     cfg.extra = {"p_uncond": p_uncond, "null_label": NULL_LABEL, "init": init.name if init else None}
@@ -281,7 +286,7 @@ def main(argv: list[str] | None = None) -> None:
     digits.add_argument("--seed", type=int, default=0)
     cfgp = sub.add_parser("digits-cfg", help="the class-conditional digits model with label dropout (chapter 6)")
     cfgp.add_argument("--p-uncond", type=float, required=True, help="probability of the null label, e.g. 0.1")
-    cfgp.add_argument("--steps", type=int, default=None, help=f"default {DIGITS_TRAIN.steps}")
+    cfgp.add_argument("--steps", type=int, default=None, help=f"default {CFG_STEPS}")
     cfgp.add_argument("--out", type=Path, required=True, help=OUT_HELP)
     cfgp.add_argument("--run-dir", type=Path, default=None, help="keep resumable checkpoints here")
     cfgp.add_argument("--threads", type=int, default=None)

@@ -251,8 +251,9 @@ class Trainer(TrainerFiles):
             kept = f"; the last good checkpoint, {good.name}, is kept and resuming starts there" if good else ""
             raise TrainingDiverged(f"the loss became {global_loss.item()} at step {self.step + 1}; weights were not "
                                    f"updated{kept} — {divergence_hint(self.config)}")
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr_at(self.config, self.step)
+        if self.config.warmup_steps or self.config.lr_anneal_steps:  # else the groups' lr stays as set
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr_at(self.config, self.step)
         self.scaler.unscale_(self.optimizer)  # true gradients for clipping (no-op unless fp16)
         grad_norm = float("nan")
         if self.config.grad_clip:

@@ -116,6 +116,9 @@ class TrainerFiles:
             "torch_rng": rng,
             "generator": self.generator.get_state(),
         }
+        # the blow-up guard's window, so a resumed run decides "no checkpoint while climbing" as the original
+        state["blowup_recent"] = torch.tensor(self._recent, dtype=torch.float64)
+        state["blowup_best"] = torch.tensor(self._best_recent, dtype=torch.float64)
         if self.scaler.is_enabled():  # fp16: the loss scale and its growth tracker
             state["grad_scaler"] = self.scaler.state_dict()
         if self.device.type == "cuda":  # dropout masks drawn on the GPU
@@ -175,6 +178,9 @@ class TrainerFiles:
             mine = cuda[self.rank] if cuda is not None and cuda.shape[0] == self.world_size else state["cuda_rng"]
             torch.cuda.set_rng_state(mine.clone(), self.device)
         self.generator.set_state(state["generator"])
+        if "blowup_recent" in state:
+            self._recent = state["blowup_recent"].tolist()
+            self._best_recent = float(state["blowup_best"])
         if self.scaler.is_enabled() and "grad_scaler" in state:
             self.scaler.load_state_dict(state["grad_scaler"])
         if isinstance(self.sampler, LossSecondMomentResampler) and "sampler_history" in state:

@@ -171,3 +171,13 @@ def test_the_divergence_hint_follows_the_configuration() -> None:
 
     assert "enable gradient clipping" in divergence_hint(replace(TRAIN, grad_clip=None))
     assert "lower the learning rate (lr=0.0002 now; try 0.0001)" in divergence_hint(TRAIN)
+
+
+def test_the_blow_up_window_is_resumed_with_the_run(tmp_path: Path) -> None:
+    config = replace(TRAIN, steps=12, checkpoint_every=4, blowup_window=5)
+    trainer = _trainer(tmp_path, config)
+    trainer.train()
+    assert len(trainer._recent) == 5
+    resumed = _trainer(tmp_path, config)
+    assert resumed.step == 12 and resumed._recent == trainer._recent
+    assert resumed._best_recent == trainer._best_recent

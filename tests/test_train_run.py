@@ -17,7 +17,7 @@ from safetensors.torch import load_file
 from glide_edu import train_run
 from glide_edu.cli import main
 from glide_edu.nn.unet import UNetConfig
-from glide_edu.recipes import DIGITS_TRAIN, NULL_LABEL, diffusion_config, digits_configs, train_digits_cfg
+from glide_edu.recipes import CFG_STEPS, DIGITS_TRAIN, NULL_LABEL, diffusion_config, digits_configs, train_digits_cfg
 from glide_edu.train import TrainConfig
 from glide_edu.train_text import MINI_OPTIONS, MINI_TRAIN
 
@@ -34,7 +34,8 @@ def test_shipped_digits_configs_are_the_recipes(name, loss, classes) -> None:
     assert train_run._dataclass(UNetConfig, config["model"], "model") == replace(unet, num_classes=classes)
     assert config["diffusion"] == diffusion == diffusion_config(loss)
     ours = train_run._dataclass(TrainConfig, config["train"], "train")
-    assert _train_fields(ours) == _train_fields(replace(DIGITS_TRAIN, loss_type=loss))
+    steps = CFG_STEPS if classes else DIGITS_TRAIN.steps
+    assert _train_fields(ours) == _train_fields(replace(DIGITS_TRAIN, loss_type=loss, steps=steps))
     assert config["data"].get("p_uncond", 0) == {"digits-cfg-p10": 0.1, "digits-cfg-p20": 0.2}.get(name, 0)
 
 
