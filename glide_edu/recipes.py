@@ -132,12 +132,13 @@ def _train_and_ship(
         diffusion_config=diffusion_cfg,
         **trainer_kwargs,
     )
-    start = time.perf_counter()
+    start, first_step = time.perf_counter(), trainer.step  # (> 0 when a run folder was resumed)
     history = trainer.train()
     info = {
         **info,
         "steps": trainer.step,
-        "train_seconds": round(time.perf_counter() - start, 1),
+        "resumed_from_step": first_step,
+        "train_seconds": round(time.perf_counter() - start, 1),  # of this stretch, from resumed_from_step
         "threads": torch.get_num_threads(),
         "final_loss": history[-1]["loss"] if history else None,
     }

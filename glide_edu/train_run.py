@@ -7,6 +7,7 @@ A config names what to build, on which data, with which options — the same dat
     [model]                             # UNetConfig fields ("unet") or GLIDE option names ("glide")
     [diffusion]                         # steps, noise_schedule, model_var_type ("unet" only)
     [train]                             # TrainConfig fields: steps, batch_size, lr, ema_rate, …
+    [log]                               # tensorboard = true: also TensorBoard event files (metrics.csv always)
 
 The book's models ship as configs (``glide-edu train --list``): ``glide-edu train digits-hybrid --run-dir R
 --out F`` reproduces ``python -m glide_edu.recipes digits --loss hybrid``. ``--set train.steps=500`` changes
@@ -30,7 +31,7 @@ from typing import Any
 
 KINDS = ("unet", "glide")
 SOURCES = {"unet": ("digits", "folder"), "glide": ("book-captions", "caption-folder")}
-SECTIONS = ("data", "model", "diffusion", "train")
+SECTIONS = ("data", "model", "diffusion", "train", "log")
 
 
 class ConfigError(ValueError):
@@ -108,6 +109,9 @@ def check_config(config: dict[str, Any]) -> dict[str, Any]:
     if extra:
         raise ConfigError(f"unknown top-level key(s) {', '.join(extra)}; a config has kind, description and the "
                           f"sections {', '.join(SECTIONS)}")
+    unknown_log = sorted(set(config.get("log", {})) - {"tensorboard"})
+    if unknown_log:
+        raise ConfigError(f"[log] has unknown key(s) {', '.join(unknown_log)}; known: tensorboard")
     source = config.get("data", {}).get("source")
     if source not in SOURCES[kind]:
         raise ConfigError(f"[data] source = {source!r}: a {kind} model trains on {' or '.join(SOURCES[kind])}")
@@ -183,21 +187,41 @@ def build(config: dict[str, Any], run_dir: Path | None) -> tuple[Any, dict[str, 
     return trainer, {"format": "small", "unet": unet_cfg, "diffusion": dconf}
 
 
-class CsvLog:
-    """Rank 0 appends each logged step's scalars to ``<run_dir>/metrics.csv`` (header on first write)."""
+class RunLog:
+    """Rank 0 appends each logged step's scalars to ``<run_dir>/metrics.csv`` (header on first write) and, with
+    ``tensorboard``, to TensorBoard event files in ``<run_dir>/tensorboard`` (``tensorboard --logdir …``)."""
 
-    def __init__(self, path: Path | None, every: int) -> None:
-        self.path, self.every = path, max(1, every)
+    FIELDS = ("step", "loss", "mse", "vb", "grad_norm", "skipped", "loss_scale")
+
+    def __init__(self, run_dir: Path | None, every: int, tensorboard: bool = False) -> None:
+        self.path = run_dir / "metrics.csv" if run_dir is not None else None
+        self.every, self.writer = max(1, every), None
+        if tensorboard:
+            if run_dir is None:
+                raise ConfigError("tensorboard logging needs --run-dir (the event files go to <run-dir>/tensorboard)")
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:
+                raise ConfigError("tensorboard = true needs the tensorboard package: pip install tensorboard") from None
+            from glide_edu import distributed as ddp
+
+            if ddp.is_main_process():
+                self.writer = SummaryWriter(str(run_dir / "tensorboard"))
 
     def __call__(self, trainer: Any, logs: dict[str, float]) -> None:
         if self.path is None or trainer.rank != 0 or trainer.step % self.every:
             return
         new = not self.path.exists()
         with self.path.open("a", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=["step", "loss", "mse", "vb", "grad_norm"], extrasaction="ignore")
+            writer = csv.DictWriter(f, fieldnames=list(self.FIELDS), extrasaction="ignore")
             if new:
                 writer.writeheader()
             writer.writerow(logs)
+        if self.writer is not None:
+            for key, value in logs.items():
+                if key != "step":
+                    self.writer.add_scalar(f"train/{key}", value, trainer.step)
+            self.writer.flush()
 
 
 def train_from_config(config: dict[str, Any], out: Path, run_dir: Path | None, resume: bool = False) -> Path:
@@ -213,7 +237,7 @@ def train_from_config(config: dict[str, Any], out: Path, run_dir: Path | None, r
         check_writable(out.parent)
     trainer, spec = build(config, run_dir)
     start = time.perf_counter()
-    log = CsvLog(run_dir / "metrics.csv" if run_dir is not None else None, trainer.config.log_every)
+    log = RunLog(run_dir, trainer.config.log_every, bool(config.get("log", {}).get("tensorboard", False)))
     history = trainer.train(callback=log)
     info = {"command": "glide-edu train", "config": config, "steps": trainer.step,
             "train_seconds_this_run": round(time.perf_counter() - start, 1), "world_size": trainer.world_size,

@@ -157,3 +157,17 @@ def test_a_glide_model_trains_on_a_captioned_folder(tmp_path) -> None:
     assert main(["train", str(path), "--out", str(out)]) == 0
     model, options = load_glide_checkpoint(out)[:2]
     assert options["image_size"] == 32 and sum(p.numel() for p in model.parameters()) > 1e6
+
+
+def test_tensorboard_event_files(tmp_path) -> None:
+    pytest.importorskip("tensorboard")
+    config = json.loads(_tiny(tmp_path).read_text()) | {"log": {"tensorboard": True}}
+    path = tmp_path / "tb.json"
+    path.write_text(json.dumps(config))
+    run = tmp_path / "run"
+    assert main(["train", str(path), "--run-dir", str(run), "--out", str(tmp_path / "x.safetensors")]) == 0
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run / "tensorboard"))
+    events.Reload()
+    assert [e.step for e in events.Scalars("train/loss")] == [1, 2]
