@@ -63,6 +63,7 @@ class ClipTrainConfig:
     seed: int = 0
     n_shapes: int = 20000
     progress: bool = True
+    checkpoint_every: int = 500  # with a run_dir: a resumable checkpoint this often (and at the end)
 
 
 def same_caption(captions: list[str]) -> Tensor:
@@ -129,12 +130,17 @@ def load_clip_file(path: str | os.PathLike) -> NoisedClip:
 
 
 def train_clip(out: str | os.PathLike, config: ClipConfig = MINI_CLIP, train: ClipTrainConfig | None = None,
-               images: Tensor | None = None, captions: list[str] | None = None) -> Path:
-    """Train a CLIP on the book's captions (or on ``images``/``captions``) and write it to ``out``."""
+               images: Tensor | None = None, captions: list[str] | None = None,
+               run_dir: str | os.PathLike | None = None) -> Path:
+    """Train a CLIP on the book's captions (or on ``images``/``captions``) and write it to ``out``.
+
+    ``run_dir``: resumable checkpoints (weights, temperature, optimiser, schedule and RNG states) in the layout of
+    :mod:`glide_edu.run_dir` — locked, atomic, damaged ones skipped; a stopped run resumes bit for bit."""
     cfg = train or ClipTrainConfig()
-    if cfg.steps < 1 or cfg.batch_size < 2 or not (math.isfinite(cfg.lr) and cfg.lr > 0):
+    if cfg.steps < 1 or cfg.batch_size < 2 or not (math.isfinite(cfg.lr) and cfg.lr > 0) or cfg.checkpoint_every < 1:
         raise ValueError(f"bad CLIP training options: steps={cfg.steps} (≥ 1), batch_size={cfg.batch_size} (≥ 2: "
-                         f"a contrastive batch needs negatives), lr={cfg.lr} (finite, > 0)")
+                         f"a contrastive batch needs negatives), lr={cfg.lr} (finite, > 0), "
+                         f"checkpoint_every={cfg.checkpoint_every} (≥ 1)")
     if images is None or captions is None:
         data = book_captions("train", cfg.n_shapes, cfg.seed)
         images, captions = data.images, data.captions
@@ -151,28 +157,82 @@ def train_clip(out: str | os.PathLike, config: ClipConfig = MINI_CLIP, train: Cl
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda i: min(1.0, (i + 1) / cfg.warmup) * 0.5 * (1 + math.cos(math.pi * min(i, cfg.steps) / cfg.steps)))
     diffusion = DiffusionConfig(config.n_timesteps, config.beta_schedule).create("")
-    start, history = time.perf_counter(), []
-    for step in tqdm(range(1, cfg.steps + 1), desc="clip", disable=not cfg.progress, leave=False):
-        idx = torch.multinomial(weights, cfg.batch_size, replacement=False, generator=gen)
-        x0 = images[idx]
-        if cfg.noised:  # x_t ~ q(x_t | x_0) at t uniform over the base model's schedule
-            t = torch.randint(0, config.n_timesteps, (cfg.batch_size,), generator=gen)
-            x = diffusion.q_sample(x0, t, noise=torch.randn(x0.shape, generator=gen))
-        else:
-            t, x = torch.zeros(cfg.batch_size, dtype=torch.long), x0
-        loss = contrastive_loss(clip.image_embeddings(x, t), clip.text_embeddings(tokens[idx], lens[idx]),
-                                log_scale, [captions[i] for i in idx.tolist()])
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(clip.parameters(), 1.0)
-        opt.step()
-        sched.step()
-        with torch.no_grad():
-            log_scale.clamp_(max=MAX_LOG_SCALE)
-        if step == 1 or step % 100 == 0 or step == cfg.steps:
-            history.append({"step": step, "loss": round(loss.item(), 4), "scale": round(log_scale.exp().item(), 2)})
+    start, history, first = time.perf_counter(), [], 1
+    run = _ClipRun(run_dir, asdict(config), asdict(cfg)) if run_dir is not None else None
+    if run is not None:
+        first, history = run.resume(clip, log_scale, opt, sched, gen)
+    try:
+        for step in tqdm(range(first, cfg.steps + 1), desc="clip", disable=not cfg.progress, leave=False,
+                         initial=first - 1, total=cfg.steps):
+            idx = torch.multinomial(weights, cfg.batch_size, replacement=False, generator=gen)
+            x0 = images[idx]
+            if cfg.noised:  # x_t ~ q(x_t | x_0) at t uniform over the base model's schedule
+                t = torch.randint(0, config.n_timesteps, (cfg.batch_size,), generator=gen)
+                x = diffusion.q_sample(x0, t, noise=torch.randn(x0.shape, generator=gen))
+            else:
+                t, x = torch.zeros(cfg.batch_size, dtype=torch.long), x0
+            loss = contrastive_loss(clip.image_embeddings(x, t), clip.text_embeddings(tokens[idx], lens[idx]),
+                                    log_scale, [captions[i] for i in idx.tolist()])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(clip.parameters(), 1.0)
+            opt.step()
+            sched.step()
+            with torch.no_grad():
+                log_scale.clamp_(max=MAX_LOG_SCALE)
+            if step == 1 or step % 100 == 0 or step == cfg.steps:
+                history.append({"step": step, "loss": round(loss.item(), 4), "scale": round(log_scale.exp().item(), 2)})
+            if run is not None and (step % cfg.checkpoint_every == 0 or step == cfg.steps):
+                run.save(step, clip, log_scale, opt, sched, gen, history)
+    finally:
+        if run is not None:
+            run.lock.release()
     clip.config = replace(config, logit_scale=round(log_scale.exp().item(), 4))
     clip.logit_scale = log_scale.item()
     info = {"train": asdict(cfg), "seconds": round(time.perf_counter() - start, 1), "history": history,
             "threads": torch.get_num_threads()}
     return save_clip(out, clip, info)
+
+
+class _ClipRun:
+    """The run folder of a CLIP training: lock, resume, atomic checkpoints (:mod:`glide_edu.run_dir`)."""
+
+    def __init__(self, run_dir: str | os.PathLike, model_config: dict, train_config: dict) -> None:
+        from glide_edu.run_dir import RunLock, check_writable, clean_temporaries
+
+        self.run_dir = Path(run_dir)
+        check_writable(self.run_dir)
+        self.lock = RunLock(self.run_dir)
+        clean_temporaries(self.run_dir)
+        self.meta = {"model_config": model_config, "train_config": train_config}
+
+    def resume(self, clip: NoisedClip, log_scale: Tensor, opt: Any, sched: Any, gen: torch.Generator
+               ) -> tuple[int, list[dict]]:
+        """(first step to train, history so far): from the newest intact checkpoint, or (1, [])."""
+        from glide_edu.run_dir import latest_checkpoint, read_checkpoint
+
+        latest = latest_checkpoint(self.run_dir)
+        if latest is None:
+            return 1, []
+        model_state, _, state, meta = read_checkpoint(latest)
+        if meta["model_config"] != self.meta["model_config"] or any(
+                meta["train_config"][k] != self.meta["train_config"][k] for k in ("seed", "noised", "batch_size")):
+            raise ValueError(f"{latest} was written for another CLIP or training (model, seed, noised or batch "
+                             "size differ); use another run_dir — nothing was overwritten")
+        with torch.no_grad():
+            log_scale.copy_(model_state.pop("log_scale"))
+        clip.load_state_dict(model_state, strict=True)
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        gen.set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"])
+        return int(meta["step"]) + 1, list(meta["history"])
+
+    def save(self, step: int, clip: NoisedClip, log_scale: Tensor, opt: Any, sched: Any, gen: torch.Generator,
+             history: list[dict]) -> None:
+        from glide_edu.run_dir import write_checkpoint
+
+        state = {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "generator": gen.get_state(),
+                 "torch_rng": torch.get_rng_state()}
+        weights = {**clip.state_dict(), "log_scale": log_scale.detach().clone()}
+        write_checkpoint(self.run_dir, step, weights, {}, state, {**self.meta, "step": step, "history": history}, 2)

@@ -95,3 +95,33 @@ def test_loading_a_non_clip_file_is_one_clear_error(tmp_path: Path) -> None:
     path = save_small_checkpoint(tmp_path / "u.safetensors", UNetModel(unet_cfg), unet_cfg, diffusion_cfg)
     with pytest.raises(ValueError, match="not a CLIP"):
         load_clip_file(path)
+
+
+def test_a_stopped_clip_run_resumes_bit_for_bit(tmp_path: Path, monkeypatch) -> None:
+    from safetensors.torch import load_file
+
+    import glide_edu.train_clip as tc
+
+    data = load_shapes(32, seed=2)
+    cfg = ClipTrainConfig(steps=10, batch_size=8, lr=2e-3, warmup=3, progress=False, checkpoint_every=3)
+    whole = train_clip(tmp_path / "whole.safetensors", TINY, cfg, data.images, data.captions)
+    real, calls = tc.contrastive_loss, []
+
+    def stop_at_eight(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 8:
+            raise KeyboardInterrupt  # a stop in the middle of step 8: checkpoint 6 is the newest
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(tc, "contrastive_loss", stop_at_eight)
+    with pytest.raises(KeyboardInterrupt):
+        train_clip(tmp_path / "x.safetensors", TINY, cfg, data.images, data.captions, run_dir=tmp_path / "run")
+    assert (tmp_path / "run" / "latest").read_text() == "ckpt-0000006"
+    monkeypatch.setattr(tc, "contrastive_loss", real)
+    resumed = train_clip(tmp_path / "resumed.safetensors", TINY, cfg, data.images, data.captions,
+                         run_dir=tmp_path / "run")
+    a, b = load_file(whole), load_file(resumed)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    other = ClipTrainConfig(**{**cfg.__dict__, "seed": 1})
+    with pytest.raises(ValueError, match="written for another CLIP or training"):
+        train_clip(tmp_path / "y.safetensors", TINY, other, data.images, data.captions, run_dir=tmp_path / "run")
