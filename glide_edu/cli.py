@@ -245,12 +245,9 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=formatter,
     )
     _common(clip, 3.0, "CLIP gradient scale: 0 = no guidance (default: %(default)s)", "clip_guided.png")
-    from glide_edu.train_run import __doc__ as train_doc
-    from glide_edu.train_run import add_arguments
+    from glide_edu.train_run import add_parser
 
-    train = modes.add_parser("train", help="train a model of the book from a config file (torchrun: data-parallel)",
-                             description=train_doc, formatter_class=formatter)
-    add_arguments(train)
+    add_parser(modes, formatter)
     return parser
 
 
@@ -377,7 +374,9 @@ def main(argv: Sequence[str] | None = None, *, registry: Mapping[str, Any] | Non
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.mode == "train":
-        return _train(args)
+        from glide_edu.train_run import main_cli
+
+        return main_cli(args)
     if args.device is None:
         args.device = resolve_device(None)
     if getattr(args, "model", "official") == "official":
@@ -392,21 +391,6 @@ def main(argv: Sequence[str] | None = None, *, registry: Mapping[str, Any] | Non
         print(f"glide-edu {args.mode}: error: {textwrap.shorten(message, 400)}", file=sys.stderr)
         return 1
     print(f"wrote {path}")
-    return 0
-
-
-def _train(args: argparse.Namespace) -> int:
-    """``glide-edu train``: 0, or 1 after a one-line error (a bad config is refused before any training)."""
-    from glide_edu.train_run import run_cli
-
-    try:
-        path = run_cli(args)
-    except (ValueError, OSError, RuntimeError) as err:
-        message = " ".join(str(err).split())
-        print(f"glide-edu train: error: {textwrap.shorten(message, 400)}", file=sys.stderr)
-        return 1
-    if path is not None:
-        print(f"wrote {path}")
     return 0
 
 

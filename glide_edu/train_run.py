@@ -252,6 +252,30 @@ def train_from_config(config: dict[str, Any], out: Path, run_dir: Path | None, r
     return out
 
 
+def add_parser(modes: Any, formatter: type) -> argparse.ArgumentParser:
+    """The ``train`` mode of ``glide-edu``'s parser."""
+    train = modes.add_parser("train", help="train a model of the book from a config file (torchrun: data-parallel)",
+                             description=__doc__, formatter_class=formatter)
+    add_arguments(train)
+    return train
+
+
+def main_cli(args: argparse.Namespace) -> int:
+    """``glide-edu train``: 0, or 1 after a one-line error (a bad config is refused before any training)."""
+    import sys
+    import textwrap
+
+    try:
+        path = run_cli(args)
+    except (ValueError, OSError, RuntimeError) as err:
+        message = " ".join(str(err).split())
+        print(f"glide-edu train: error: {textwrap.shorten(message, 400)}", file=sys.stderr)
+        return 1
+    if path is not None:
+        print(f"wrote {path}")
+    return 0
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("config", nargs="?", help="a .toml/.json config, or a shipped config's name (see --list)")
     parser.add_argument("--out", type=Path, help="file to write: the EMA weights (.safetensors)")
