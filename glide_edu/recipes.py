@@ -96,6 +96,19 @@ def train_digits(
     return _train_and_ship(unet_cfg, diffusion_cfg, cfg, out, run_dir, info)
 
 
+def unet_trainer(unet_cfg: UNetConfig, diffusion_cfg: dict, cfg: TrainConfig, images: torch.Tensor,
+                 labels: torch.Tensor | None = None, run_dir: Path | None = None, init: Path | None = None,
+                 **trainer_kwargs) -> Trainer:
+    """A :class:`Trainer` for the ADM UNet ``unet_cfg`` (seeded with ``cfg.seed``, or fine-tuned from ``init``)
+    on ``images`` (N, C, H, W) and optional ``labels``, with the diffusion ``diffusion_cfg``."""
+    torch.manual_seed(cfg.seed)
+    model = UNetModel(unet_cfg)
+    if init is not None:
+        init_from(model, init)
+    return Trainer(model, create_diffusion(**diffusion_cfg), images, cfg, labels=labels, run_dir=run_dir,
+                   model_config={"unet": asdict(unet_cfg)}, diffusion_config=diffusion_cfg, **trainer_kwargs)
+
+
 def _train_and_ship(
     unet_cfg: UNetConfig,
     diffusion_cfg: dict,
@@ -114,24 +127,9 @@ def _train_and_ship(
     ``init``: start from the weights of this small checkpoint instead (fine-tuning; see :func:`init_from`).
     ``info`` (the command and notes) is completed with the steps, seconds, threads and final loss.
     """
-    torch.manual_seed(cfg.seed)
-    model = UNetModel(unet_cfg)
-    if init is not None:
-        init_from(model, init)
-    diffusion = create_diffusion(**diffusion_cfg)
     if images is None:
         images = load_digits(16, "train")[0]
-    trainer = Trainer(
-        model,
-        diffusion,
-        images,
-        cfg,
-        labels=labels,
-        run_dir=run_dir,
-        model_config={"unet": asdict(unet_cfg)},
-        diffusion_config=diffusion_cfg,
-        **trainer_kwargs,
-    )
+    trainer = unet_trainer(unet_cfg, diffusion_cfg, cfg, images, labels, run_dir, init, **trainer_kwargs)
     start, first_step = time.perf_counter(), trainer.step  # (> 0 when a run folder was resumed)
     history = trainer.train()
     info = {

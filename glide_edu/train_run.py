@@ -22,7 +22,7 @@ import argparse
 import csv
 import json
 import time
-from dataclasses import asdict, fields
+from dataclasses import fields
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -123,19 +123,15 @@ def check_config(config: dict[str, Any]) -> dict[str, Any]:
 
 def build(config: dict[str, Any], run_dir: Path | None) -> tuple[Any, dict[str, Any]]:
     """(Trainer, what to write at the end) for a checked config."""
-    import torch
-
     from glide_edu.nn.unet import UNetConfig
-    from glide_edu.respace import create_diffusion
-    from glide_edu.train import TrainConfig, Trainer
+    from glide_edu.recipes import unet_trainer
+    from glide_edu.train import TrainConfig
 
     check_config(config)
     data, train_cfg = config["data"], _dataclass(TrainConfig, config.get("train", {}), "train")
     if config["kind"] == "glide":
-        from glide_edu.captions import book_captions, tokenize_captions
-        from glide_edu.nn.presets import create_glide_model
-        from glide_edu.respace import DiffusionConfig
-        from glide_edu.train_text import GRID_PROMPTS, MINI_OPTIONS, TextTrainer, tokenizer_for
+        from glide_edu.captions import book_captions
+        from glide_edu.train_text import MINI_OPTIONS, text_trainer
 
         options = {**MINI_OPTIONS, **config.get("model", {})}
         n_shapes = int(data.get("n_shapes", 20000))
@@ -147,21 +143,11 @@ def build(config: dict[str, Any], run_dir: Path | None) -> tuple[Any, dict[str, 
             captions = load_captioned_folder(data["path"], int(options["image_size"]))  # uniform sampling
         else:
             captions = book_captions("train", n_shapes, train_cfg.seed)
-        tokenizer = tokenizer_for(options)
-        tokens, mask = tokenize_captions(tokenizer, captions.captions, int(options["text_ctx"]))
-        torch.manual_seed(train_cfg.seed)  # the initial weights (as the recipe seeds them)
-        model = create_glide_model(options)
-        dconf = DiffusionConfig(int(options["diffusion_steps"]), str(options["noise_schedule"]))
-        trainer = TextTrainer(model, dconf.create(""), captions.images, tokens, mask, train_cfg,
-                              p_uncond=float(data.get("p_uncond", 0.2)), options=options,
-                              weights=getattr(captions, "weights", None),
-                              grid_prompts=tokenizer.tokens_and_mask(list(GRID_PROMPTS), int(options["text_ctx"])),
-                              run_dir=run_dir, model_config={"glide_options": options, "n_shapes": n_shapes},
-                              diffusion_config=dconf.to_dict())
+        trainer = text_trainer(options, captions.images, captions.captions, train_cfg,
+                               weights=getattr(captions, "weights", None), p_uncond=float(data.get("p_uncond", 0.2)),
+                               run_dir=run_dir, model_config={"glide_options": options, "n_shapes": n_shapes})
         return trainer, {"format": "glide", "options": options}
     from glide_edu.data import load_digits, load_image_folder
-    from glide_edu.nn.unet import UNetModel
-
     if data["source"] == "digits":
         images, labels = load_digits(16, "train")
     else:
@@ -181,9 +167,7 @@ def build(config: dict[str, Any], run_dir: Path | None) -> tuple[Any, dict[str, 
     if unet_cfg.num_classes != want:
         raise ConfigError(f"[model] num_classes = {unet_cfg.num_classes} but the data need {want} "
                           + ("(no labels)" if want is None else "(the classes, plus the null label with p_uncond)"))
-    torch.manual_seed(train_cfg.seed)  # the initial weights (as the recipes seed them)
-    trainer = Trainer(UNetModel(unet_cfg), create_diffusion(**dconf), images, train_cfg, labels=labels,
-                      run_dir=run_dir, model_config={"unet": asdict(unet_cfg)}, diffusion_config=dconf, **null)
+    trainer = unet_trainer(unet_cfg, dconf, train_cfg, images, labels, run_dir, **null)  # as the recipes build it
     return trainer, {"format": "small", "unet": unet_cfg, "diffusion": dconf}
 
 

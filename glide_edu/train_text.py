@@ -129,29 +129,38 @@ class TextTrainer(Trainer):
         return save_glide_checkpoint(path, ema, self.options, "base", info)
 
 
+def text_trainer(options: dict[str, Any], images: Tensor, captions: list[str], config: TrainConfig, *,
+                 weights: Tensor | None = None, p_uncond: float = P_UNCOND, run_dir: str | os.PathLike | None = None,
+                 model_config: dict[str, Any] | None = None) -> TextTrainer:
+    """A :class:`TextTrainer` for a GLIDE network built from ``options`` (seeded with ``config.seed``) on
+    ``images`` (N, C, H, W) and their ``captions``, tokenised with the tokenizer the options name."""
+    from glide_edu.nn.presets import create_glide_model
+    from glide_edu.respace import DiffusionConfig
+
+    tokenizer = tokenizer_for(options)
+    tokens, mask = tokenize_captions(tokenizer, captions, int(options["text_ctx"]))
+    grid = tokenizer.tokens_and_mask(list(GRID_PROMPTS), int(options["text_ctx"]))
+    torch.manual_seed(config.seed)  # the initial weights
+    model = create_glide_model(options)
+    diffusion_config = DiffusionConfig(int(options["diffusion_steps"]), str(options["noise_schedule"]))
+    return TextTrainer(model, diffusion_config.create(""), images, tokens, mask, config, p_uncond=p_uncond,
+                       weights=weights, options=options, grid_prompts=grid, run_dir=run_dir,
+                       model_config=model_config or {"glide_options": options},
+                       diffusion_config=diffusion_config.to_dict())
+
+
 def train_mini(out: str | os.PathLike, run_dir: str | os.PathLike | None = None, steps: int | None = None,
                seed: int = 0, n_shapes: int = 20000, snapshot_every: int = 0, sample_every: int = 0,
                options: dict[str, Any] | None = None, config: TrainConfig | None = None,
                progress: bool = True) -> Path:
     """Train the miniature GLIDE base model on the book's captions; write its EMA weights to ``out``."""
-    from glide_edu.nn.presets import create_glide_model
-    from glide_edu.respace import DiffusionConfig
-
     options = dict(options or MINI_OPTIONS)
     base = config or MINI_TRAIN
     cfg = replace(base, steps=base.steps if steps is None else steps, seed=seed, progress=progress,
                   snapshot_every=snapshot_every, sample_every=sample_every)
     data = book_captions("train", n_shapes, seed)
-    tokenizer = tokenizer_for(options)
-    tokens, mask = tokenize_captions(tokenizer, data.captions, int(options["text_ctx"]))
-    grid = tokenizer.tokens_and_mask(list(GRID_PROMPTS), int(options["text_ctx"]))
-    torch.manual_seed(seed)
-    model = create_glide_model(options)
-    diffusion_config = DiffusionConfig(int(options["diffusion_steps"]), str(options["noise_schedule"]))
-    trainer = TextTrainer(model, diffusion_config.create(""), data.images, tokens, mask, cfg, weights=data.weights,
-                          options=options, grid_prompts=grid, run_dir=run_dir,
-                          model_config={"glide_options": options, "n_shapes": n_shapes},
-                          diffusion_config=diffusion_config.to_dict())
+    trainer = text_trainer(options, data.images, data.captions, cfg, weights=data.weights, run_dir=run_dir,
+                           model_config={"glide_options": options, "n_shapes": n_shapes})
     start = time.perf_counter()
     history = trainer.train()
     info = {"command": "python -m glide_edu.recipes glide-mini", "steps": trainer.step, "p_uncond": P_UNCOND,
