@@ -30,6 +30,7 @@ from glide_edu.nn.unet import UNetConfig, UNetModel
 from glide_edu.pretrained import CHECKPOINT_DIR, save_small_checkpoint
 from glide_edu.respace import create_diffusion
 from glide_edu.train import TrainConfig, Trainer
+from glide_edu.train_clip import add_clip_parser, run_clip_recipe
 
 DIGITS_UNET = UNetConfig(
     image_size=16,
@@ -332,6 +333,7 @@ def main(argv: list[str] | None = None) -> None:
                       help="every N steps, save a grid of EMA samples to <run-dir>/samples (needs --run-dir)")
     mini.add_argument("--threads", type=int, default=None)
     mini.add_argument("--seed", type=int, default=0)
+    add_clip_parser(sub)
     pics = sub.add_parser("picture-features", help="the emoji/shapes feature network of the FID-proxy (chapter 12)")
     pics.add_argument("--out", type=Path, required=True, help=OUT_HELP)
     pics.add_argument("--epochs", type=int, default=8)
@@ -356,6 +358,9 @@ def main(argv: list[str] | None = None) -> None:
 
         net, accuracy = train_picture_net(args.epochs, args.seed)
         print(f"wrote {save_picture_net(net, args.out)} (accuracy on new shapes scenes {accuracy:.4f})")
+        return
+    if args.recipe == "clip":
+        print(f"wrote {run_clip_recipe(args)}")
         return
     if args.recipe == "classifier":
         from glide_edu.train_classifier import train_and_save_classifier

@@ -64,6 +64,36 @@ class ClipTrainConfig:
     n_shapes: int = 20000
     progress: bool = True
     checkpoint_every: int = 500  # with a run_dir: a resumable checkpoint this often (and at the end)
+    eval_every: int = 0  # > 0: retrieval accuracy on a fixed pool (:func:`validation_pool`) into the history
+
+
+# The three CLIPs of chapter 8 and 12: (architecture, training). Same batch and steps, so only the noise (noised
+# vs clean) or the architecture and seed (the evaluator) differ.
+CLIP_RECIPES: dict[str, tuple[ClipConfig, ClipTrainConfig]] = {
+    "noised": (MINI_CLIP, ClipTrainConfig(batch_size=64, noised=True, seed=0, eval_every=500)),
+    "clean": (MINI_CLIP, ClipTrainConfig(batch_size=64, noised=False, seed=0, eval_every=500)),
+    "eval": (EVAL_CLIP, ClipTrainConfig(batch_size=64, noised=False, seed=1, eval_every=500)),
+}
+EVAL_TIMESTEPS = (0, 300, 600)  # the validation curve's noise levels (t of the 1000-step schedule)
+
+
+def validation_pool(n_emoji: int = 128, n_shapes: int = 128, train_shapes: int = 20000, train_seed: int = 0
+                    ) -> tuple[Tensor, list[str]]:
+    """A fixed retrieval pool: ``n_emoji`` training emoji and ``n_shapes`` shapes scenes never trained on —
+    another seed of the scene generator, minus the scenes whose picture is one of the ``train_shapes``
+    training scenes (simple scenes recur: about 40 % of new draws copy a training picture)."""
+    from glide_edu.emoji import load_emoji
+    from glide_edu.shapes import load_shapes
+
+    emoji = load_emoji("train")
+    pick = torch.randperm(len(emoji.captions), generator=torch.Generator().manual_seed(0))[:n_emoji].tolist()
+    seen = {x.numpy().tobytes() for x in load_shapes(train_shapes, train_seed, "train").images}
+    new = load_shapes(4 * n_shapes, 12345, "train")
+    rows = [i for i, x in enumerate(new.images) if x.numpy().tobytes() not in seen][:n_shapes]
+    if len(rows) < n_shapes:
+        raise ValueError(f"only {len(rows)} unseen scenes among {4 * n_shapes} draws; ask for fewer")
+    images = torch.cat([emoji.images[pick], new.images[rows]])
+    return images, [emoji.captions[i] for i in pick] + [new.captions[i] for i in rows]
 
 
 def same_caption(captions: list[str]) -> Tensor:
@@ -141,6 +171,9 @@ def train_clip(out: str | os.PathLike, config: ClipConfig = MINI_CLIP, train: Cl
         raise ValueError(f"bad CLIP training options: steps={cfg.steps} (≥ 1), batch_size={cfg.batch_size} (≥ 2: "
                          f"a contrastive batch needs negatives), lr={cfg.lr} (finite, > 0), "
                          f"checkpoint_every={cfg.checkpoint_every} (≥ 1)")
+    from glide_edu.run_dir import check_writable
+
+    check_writable(Path(out).parent)  # one clear error before any training
     if images is None or captions is None:
         data = book_captions("train", cfg.n_shapes, cfg.seed)
         images, captions = data.images, data.captions
@@ -159,6 +192,7 @@ def train_clip(out: str | os.PathLike, config: ClipConfig = MINI_CLIP, train: Cl
     diffusion = DiffusionConfig(config.n_timesteps, config.beta_schedule).create("")
     start, history, first = time.perf_counter(), [], 1
     run = _ClipRun(run_dir, asdict(config), asdict(cfg)) if run_dir is not None else None
+    pool = validation_pool(train_shapes=cfg.n_shapes, train_seed=cfg.seed) if cfg.eval_every > 0 else None
     if run is not None:
         first, history = run.resume(clip, log_scale, opt, sched, gen)
     try:
@@ -182,6 +216,12 @@ def train_clip(out: str | os.PathLike, config: ClipConfig = MINI_CLIP, train: Cl
                 log_scale.clamp_(max=MAX_LOG_SCALE)
             if step == 1 or step % 100 == 0 or step == cfg.steps:
                 history.append({"step": step, "loss": round(loss.item(), 4), "scale": round(log_scale.exp().item(), 2)})
+            if pool is not None and (step % cfg.eval_every == 0 or step == cfg.steps):
+                clip.eval()
+                history.append({"step": step, "retrieval": {
+                    str(t): round(retrieval_accuracy(clip, *pool, t=t), 4)
+                    for t in (EVAL_TIMESTEPS if cfg.noised else (0,))}})
+                clip.train()
             if run is not None and (step % cfg.checkpoint_every == 0 or step == cfg.steps):
                 run.save(step, clip, log_scale, opt, sched, gen, history)
     finally:
@@ -236,3 +276,20 @@ class _ClipRun:
                  "torch_rng": torch.get_rng_state()}
         weights = {**clip.state_dict(), "log_scale": log_scale.detach().clone()}
         write_checkpoint(self.run_dir, step, weights, {}, state, {**self.meta, "step": step, "history": history}, 2)
+
+
+def add_clip_parser(sub: Any) -> None:
+    """``python -m glide_edu.recipes clip --kind noised|clean|eval``: the sub-command of the recipes CLI."""
+    clip = sub.add_parser("clip", help="the noised CLIP, its clean control or the evaluation CLIP (chapters 8, 12)")
+    clip.add_argument("--kind", choices=sorted(CLIP_RECIPES), required=True)
+    clip.add_argument("--out", type=Path, required=True, help="the CLIP file (.safetensors)")
+    clip.add_argument("--run-dir", type=Path, default=None, help="keep resumable checkpoints here")
+    clip.add_argument("--steps", type=int, default=None, help="default 6000")
+    clip.add_argument("--threads", type=int, default=None)
+
+
+def run_clip_recipe(args: Any) -> Path:
+    config, train = CLIP_RECIPES[args.kind]
+    if args.steps is not None:
+        train = replace(train, steps=args.steps)
+    return train_clip(args.out, config, train, run_dir=args.run_dir)

@@ -125,3 +125,56 @@ def test_a_stopped_clip_run_resumes_bit_for_bit(tmp_path: Path, monkeypatch) -> 
     other = ClipTrainConfig(**{**cfg.__dict__, "seed": 1})
     with pytest.raises(ValueError, match="written for another CLIP or training"):
         train_clip(tmp_path / "y.safetensors", TINY, other, data.images, data.captions, run_dir=tmp_path / "run")
+
+
+def test_text_encoder_drops_trailing_padding_exactly() -> None:
+    """The causal text encoder only reads up to the longest caption of a batch: a short caption's features
+    are the same alone (trimmed hard) as beside a caption that fills the whole context (no trimming)."""
+    torch.manual_seed(0)
+    clip = NoisedClip(TINY).eval()
+    tok = ByteClipTokenizer()
+    short = tok.tokens_and_lens(["a red circle"], TINY.max_text_len)
+    full = tok.tokens_and_lens(["a red circle", "x" * (TINY.max_text_len - 2)], TINY.max_text_len)
+    assert int(full[1].max()) == TINY.max_text_len
+    with torch.no_grad():
+        alone = clip.text_embeddings(*short)
+        beside = clip.text_embeddings(*full)[:1]
+    torch.testing.assert_close(alone, beside, atol=1e-6, rtol=1e-5)
+
+
+def test_clip_recipes_differ_only_where_the_claims_need() -> None:
+    from glide_edu.train_clip import CLIP_RECIPES
+
+    (noised_arch, noised), (clean_arch, clean), (eval_arch, evaluator) = (
+        CLIP_RECIPES["noised"], CLIP_RECIPES["clean"], CLIP_RECIPES["eval"])
+    assert noised_arch == clean_arch and replace(noised, noised=False) == clean  # the control: only the noise
+    assert eval_arch != noised_arch and evaluator.seed != noised.seed and not evaluator.noised
+    assert evaluator.steps == noised.steps and evaluator.batch_size == noised.batch_size
+
+
+def test_validation_pool_is_fixed_and_unseen() -> None:
+    from glide_edu.shapes import load_shapes
+    from glide_edu.train_clip import validation_pool
+
+    images, captions = validation_pool(8, 16, train_shapes=3000)
+    again, _ = validation_pool(8, 16, train_shapes=3000)
+    assert images.shape == (24, 3, 32, 32) and torch.equal(images, again) and len(captions) == 24
+    seen = {x.numpy().tobytes() for x in load_shapes(3000, 0, "train").images}
+    assert not any(x.numpy().tobytes() in seen for x in images[8:])  # no shapes picture was trained on
+    with pytest.raises(ValueError, match="unseen scenes"):
+        validation_pool(0, 16, train_shapes=3000, train_seed=12345)  # the same draws: nothing is new
+
+
+def test_clip_recipe_cli_trains_resumably_and_records_the_curve(tmp_path: Path) -> None:
+    from glide_edu.pretrained import read_metadata
+    from glide_edu.recipes import main
+
+    main(["clip", "--kind", "eval", "--steps", "2", "--out", str(tmp_path / "e.safetensors"),
+          "--run-dir", str(tmp_path / "run")])
+    info = read_metadata(tmp_path / "e.safetensors")["info"]
+    curve = [h for h in info["history"] if "retrieval" in h]
+    assert [h["step"] for h in curve] == [2] and list(curve[0]["retrieval"]) == ["0"]
+    assert 0.0 <= curve[0]["retrieval"]["0"] <= 1.0
+    assert (tmp_path / "run" / "latest").exists()
+    with pytest.raises(SystemExit):
+        main(["clip", "--kind", "sharp", "--out", str(tmp_path / "x.safetensors")])
