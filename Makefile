@@ -7,6 +7,9 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 # JupyterLab reads app-wide setting overrides from <env>/share/jupyter/lab/settings/overrides.json.
 OVERRIDES := $(VENV)/share/jupyter/lab/settings/overrides.json
+# The server's contents manager: jupytext's, handing chapters over with the kernel's language_info so that
+# opening one does not mark it modified (glide_edu/book/lab.py).
+SERVER_CONFIG := $(VENV)/etc/jupyter/jupyter_server_config.json
 # Jupyter refuses to run as root without this flag (containers, CI).
 ALLOW_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root)
 
@@ -14,9 +17,9 @@ ALLOW_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root)
 PYTEST_ARGS ?=
 LAB_ARGS ?=
 
-.PHONY: venv setup lab test lint clean distclean
+.PHONY: venv setup lab test lint student clean distclean
 
-venv setup: $(STAMP) $(OVERRIDES)
+venv setup: $(STAMP) $(OVERRIDES) $(SERVER_CONFIG)
 
 # (Re)installs when pyproject.toml or constraints.txt change; otherwise instant.
 # constraints.txt pins torch to a CPU build: an unpinned torch resolves to a multi-GB CUDA build.
@@ -42,6 +45,10 @@ $(OVERRIDES): tools/jupyterlab-overrides.json $(STAMP)
 	mkdir -p $(dir $@)
 	cp tools/jupyterlab-overrides.json $@
 
+$(SERVER_CONFIG): tools/jupyter-server-config.json $(STAMP)
+	mkdir -p $(dir $@)
+	cp tools/jupyter-server-config.json $@
+
 lab: venv
 	$(VENV)/bin/jupyter lab --ServerApp.root_dir=. --LabApp.default_url=/lab/tree/chapters $(ALLOW_ROOT) $(LAB_ARGS)
 
@@ -52,11 +59,15 @@ test: venv
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests (exit 5): failing" >&2; exit 1; fi; \
 	exit $$rc
 
+# The student edition: every exercise's solution cell replaced by its stub (made from the chapters, never edited).
+student: venv
+	$(PY) -m glide_edu.book student --out student/chapters
+
 lint: venv
 	$(VENV)/bin/ruff check .
 
 clean:
-	rm -rf .pytest_cache .ruff_cache .hypothesis build *.egg-info
+	rm -rf .pytest_cache .ruff_cache .hypothesis build student *.egg-info
 	find . -path ./$(VENV) -prune -o -type d \( -name __pycache__ -o -name .ipynb_checkpoints \) \
 		-prune -exec rm -rf {} +
 

@@ -9,6 +9,9 @@ Chapters are MyST-markdown notebooks ``chapters/NN_slug.md`` without outputs. nb
   ``k`` counting code cells from 0), cell timeouts, ``# NBVAL_SKIP`` and ``raises-exception`` tags.
 * Chapters are never imported as Python modules (they are ``.md``; pytest's Python collector only takes
   ``test_*.py``). An ``.ipynb`` twin of a chapter (from jupytext pairing) is ignored so it is not run twice.
+* Before every exercise's ``solution`` cell a probe cell is inserted (:mod:`glide_edu.book.student`): it runs
+  the exercise's bare stub and its checker in a copy of the chapter's namespace and requires the checker's
+  friendly ``ExerciseError`` — so running the book also proves that no exercise passes unsolved.
 * ``GLIDE_EDU_PROFILE`` is set to ``fast`` for the whole run unless the caller already set it; kernels
   inherit the environment, so every chapter runs with the fast profile under ``pytest``.
 * After the run, a short summary lists each chapter's execution time (kernel start + all cells).
@@ -91,7 +94,9 @@ class ChapterFile(nbval.plugin.IPyNbFile):
     """nbval's notebook collector, reading a jupytext text notebook instead of an ``.ipynb``."""
 
     def collect(self):
-        notebook = jupytext.read(self.path)
+        from glide_edu.book.student import with_stub_probes
+
+        notebook = with_stub_probes(jupytext.read(self.path), self.path.name)
         # nbval's collect() loads the notebook with ``nbformat.read(path)``, then makes one item per code
         # cell. Hand it our notebook instead: the patch touches only nbval's module and lasts for the
         # collection of this one file (pytest consumes collect() at once, so a list is fine).

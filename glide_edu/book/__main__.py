@@ -1,4 +1,5 @@
-"""``python -m glide_edu.book regenerate chNN [options]`` — rebuild a chapter's precomputed results."""
+"""``python -m glide_edu.book regenerate chNN [options]`` — rebuild a chapter's precomputed results;
+``python -m glide_edu.book student --out DIR`` — write the student edition (solutions replaced by stubs)."""
 
 from __future__ import annotations
 
@@ -22,7 +23,19 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("list", help="the chapters with precomputed results and what each writes")
     regen = sub.add_parser("regenerate", help="rebuild one chapter's results (options: regenerate chNN --help)")
     regen.add_argument("chapter", choices=sorted(REGENERABLE))
-    parser.parse_args(argv)  # only errors and help reach this line for "regenerate"
+    student = sub.add_parser("student", help="write the student edition: every solution cell replaced by its stub")
+    student.add_argument("--out", required=True, help="folder for the student's chapters (not chapters/)")
+    student.add_argument("--chapters", default="chapters", help="the book's chapters folder (default: chapters)")
+    args = parser.parse_args(argv)  # only errors and help reach this line for "regenerate"
+    if args.command == "student":
+        from glide_edu.book.student import write_student_edition
+
+        try:
+            written = write_student_edition(args.chapters, args.out)
+        except (ValueError, FileNotFoundError) as err:
+            parser.error(str(err))
+        print(f"wrote the student edition of {len(written)} chapters to {args.out}")
+        return 0
     for chapter, what in REGENERABLE.items():
         print(f"{chapter}: {what}")
     return 0
