@@ -55,6 +55,8 @@ lab: venv
 # Unit tests and every chapter (see conftest.py). pytest's exit code 5 means nothing was collected:
 # that is a broken set-up, never a pass.
 test: venv
+	@command -v chromium >/dev/null || command -v chromium-browser >/dev/null || \
+		echo "make test: no Chromium, so the browser tests are skipped; install it with: sudo apt-get install chromium"
 	@$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests (exit 5): failing" >&2; exit 1; fi; \
 	exit $$rc
