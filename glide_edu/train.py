@@ -117,13 +117,16 @@ class Trainer(TrainerFiles):
                 raise ValueError(f"grad_checkpointing: {type(model).__name__} has no enable_gradient_checkpointing()")
             model.enable_gradient_checkpointing()
         self.ema = AveragedModel(model, multi_avg_fn=ema_update_fn(cfg.ema_rate, cfg.ema_warmup), use_buffers=True)
+        self.extra_emas = {rate: AveragedModel(model, multi_avg_fn=ema_update_fn(rate, cfg.ema_warmup),
+                                               use_buffers=True) for rate in cfg.extra_ema_rates}
         self.fsdp = self.world_size > 1 and cfg.parallel == "fsdp"
-        if self.fsdp:  # rank 0's initial weights everywhere, then weights and EMA sharded over the ranks
+        if self.fsdp:  # rank 0's initial weights everywhere, then weights and EMAs sharded over the ranks
             ddp.broadcast_module(model)
-            self.ema.load_state_dict({**self.ema.state_dict(), **{f"module.{k}": v for k, v in
-                                                                  model.state_dict().items()}})
+            for ema in (self.ema, *self.extra_emas.values()):
+                ema.load_state_dict({**ema.state_dict(), **{f"module.{k}": v for k, v in model.state_dict().items()}})
             ddp.shard_model(model)
-            ddp.shard_model(self.ema.module)
+            for ema in (self.ema, *self.extra_emas.values()):
+                ddp.shard_model(ema.module)
         self.optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         # the module the loss calls: DDP averages its gradients over ranks (and broadcast rank 0's weights now)
         gpu = [self.device.index] if self.device.type == "cuda" else None
@@ -266,6 +269,8 @@ class Trainer(TrainerFiles):
             return self._skipped(global_loss)
         self.skipped_steps = 0
         self.ema.update_parameters(self.model)
+        for ema in self.extra_emas.values():
+            ema.update_parameters(self.model)
         self.step += 1
         logs = {"step": self.step, "loss": float(global_loss)}
         for key, values in parts.items():

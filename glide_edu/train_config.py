@@ -27,6 +27,10 @@ class TrainConfig:
     # still gives the initial weights 0.999**n of the average (13 % after 2000 steps): fine for long runs,
     # a large lag for short CPU runs. Off by default so the shipped digits recipes reproduce bit for bit.
     ema_warmup: bool = False
+    # Further EMAs beside ``ema_rate`` (improved-diffusion's comma list, e.g. [0.9999, 0.99995]): each is updated
+    # every step, kept in the checkpoints (``ema.safetensors``, keys prefixed ``ema_<rate>.``) and written as
+    # ``snapshots/ema-<rate>-step-<step>.safetensors``; ``ema_rate``'s EMA stays the one recipes ship.
+    extra_ema_rates: list = field(default_factory=list)
     grad_clip: float | None = 1.0
     loss_type: str | None = None  # None: "simple" for a fixed Σ, "hybrid" for a learned one
     lambda_vlb: float = 0.001
@@ -59,6 +63,12 @@ class TrainConfig:
     extra: dict = field(default_factory=dict)
 
 
+    def __post_init__(self) -> None:
+        # a list of floats, whatever sequence was given: checkpoints store JSON lists, and resume compares them
+        if isinstance(self.extra_ema_rates, (list, tuple)) and all(
+                isinstance(r, (int, float)) and not isinstance(r, bool) for r in self.extra_ema_rates):
+            self.extra_ema_rates = [float(r) for r in self.extra_ema_rates]
+
     def validate(self) -> None:
         """One clear error for options no run can use (checked before anything is trained or written)."""
         bad = []
@@ -70,6 +80,10 @@ class TrainConfig:
             bad.append(f"lr={self.lr} (need a finite value > 0, e.g. 1e-4)")
         if not 0.0 <= self.ema_rate < 1.0:
             bad.append(f"ema_rate={self.ema_rate} (need 0 ≤ rate < 1, e.g. 0.9999)")
+        rates = list(self.extra_ema_rates)
+        if (any(not isinstance(r, (int, float)) or not 0.0 <= r < 1.0 for r in rates)
+                or len(set(rates)) != len(rates) or self.ema_rate in rates):
+            bad.append(f"extra_ema_rates={rates} (need distinct rates in [0, 1), none equal to ema_rate)")
         if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
             bad.append(f"weight_decay={self.weight_decay} (need ≥ 0)")
         if self.grad_clip is not None and not (math.isfinite(self.grad_clip) and self.grad_clip > 0):
@@ -127,7 +141,7 @@ def resolve_training_device(name: str, local_rank: int = 0) -> torch.device:
     return device
 
 
-FIXED_OPTIONS = ("seed", "loss_type", "lambda_vlb", "schedule_sampler", "ema_warmup")
+FIXED_OPTIONS = ("seed", "loss_type", "lambda_vlb", "schedule_sampler", "ema_warmup", "extra_ema_rates")
 
 
 def option_changes(old: dict[str, Any], new: dict[str, Any]) -> list[tuple[str, Any, Any]]:

@@ -69,23 +69,38 @@ class TrainerFiles:
         return SpacedDiffusion(space_timesteps(base.num_timesteps, self.config.sample_steps), base.betas,
                                model_mean_type=base.model_mean_type, model_var_type=base.model_var_type)
 
+    def snapshot_path(self, rate: float | None = None) -> Path:
+        """``snapshots/ema-step-<step>.safetensors`` (``ema_rate``) or ``ema-<rate>-step-…`` (an extra rate)."""
+        tag = "ema" if rate is None or rate == self.config.ema_rate else f"ema-{rate:g}"
+        return self.run_dir / "snapshots" / f"{tag}-step-{self.step:07d}.safetensors"
+
     def save_snapshot(self) -> Path:
-        """The EMA weights now, as ``<run_dir>/snapshots/ema-step-<step>.safetensors`` (a small checkpoint)."""
+        """The EMA weights now, as ``<run_dir>/snapshots/ema-step-<step>.safetensors`` (a small checkpoint), and
+        one ``ema-<rate>-step-<step>.safetensors`` per extra EMA rate; returns the first."""
         from glide_edu.pretrained import save_small_checkpoint
 
         config = getattr(self.model, "config", None)
         if self.run_dir is None or config is None:
             raise ValueError("snapshots need a run_dir and a model with a dataclass .config (UNetModel, classifier)")
-        info = {"step": self.step, "ema_rate": self.config.ema_rate, "ema_warmup": self.config.ema_warmup}
-        path = self.run_dir / "snapshots" / f"ema-step-{self.step:07d}.safetensors"
-        ema = self.full_ema()  # (FSDP: gathered on every rank's call; rank 0 writes)
-        if self.rank != 0:
-            return path
-        return save_small_checkpoint(path, ema, config, self.diffusion_config, info)
+        paths = []
+        for rate in (self.config.ema_rate, *self.extra_emas):
+            info = {"step": self.step, "ema_rate": rate, "ema_warmup": self.config.ema_warmup}
+            ema = self.full_ema(rate)  # (FSDP: gathered on every rank's call; rank 0 writes)
+            paths.append(self.snapshot_path(rate))
+            if self.rank == 0:
+                save_small_checkpoint(paths[-1], ema, config, self.diffusion_config, info)
+        return paths[0]
 
-    def full_ema(self) -> nn.Module:
-        """The EMA network for writing: itself, or under FSDP a holder of its gathered state (collective)."""
-        return ddp.StateHolder(ddp.full_state(self.ema.module)) if self.fsdp else self.ema_model
+    def full_ema(self, rate: float | None = None) -> nn.Module:
+        """The EMA network (of ``rate``; default ``ema_rate``) for writing: itself, or under FSDP a holder of its
+        gathered state (collective)."""
+        module = self.ema_models[self.config.ema_rate if rate is None else rate]
+        return ddp.StateHolder(ddp.full_state(module)) if self.fsdp else module
+
+    @property
+    def ema_models(self) -> dict[float, nn.Module]:
+        """Every EMA network by its rate, ``ema_rate``'s first."""
+        return {self.config.ema_rate: self.ema.module, **{r: e.module for r, e in self.extra_emas.items()}}
 
     @property
     def ema_model(self) -> nn.Module:
@@ -113,6 +128,8 @@ class TrainerFiles:
             "optimizer": (ddp.full_optimizer_state(self.model, self.optimizer) if self.fsdp
                           else self.optimizer.state_dict()),
             "ema_n_averaged": self.ema.n_averaged.detach().clone(),
+            "extra_ema_n_averaged": torch.stack([e.n_averaged.detach().clone().reshape(())
+                                                 for e in self.extra_emas.values()] or [torch.zeros(())]),
             "torch_rng": rng,
             "generator": self.generator.get_state(),
         }
@@ -130,10 +147,10 @@ class TrainerFiles:
         if isinstance(self.sampler, LossSecondMomentResampler):
             state["sampler_history"] = torch.from_numpy(self.sampler._history.copy())
             state["sampler_counts"] = torch.from_numpy(self.sampler._counts.copy())
-        if self.fsdp:  # gathered to full tensors on rank 0: the one-process format
-            model_state, ema_state = ddp.full_state(self.model), ddp.full_state(self.ema.module)
-        else:
-            model_state, ema_state = self.model.state_dict(), self.ema_model.state_dict()
+        gather = ddp.full_state if self.fsdp else (lambda m: m.state_dict())  # FSDP: the one-process format
+        model_state, ema_state = gather(self.model), gather(self.ema.module)
+        for rate, ema in self.extra_emas.items():  # further EMAs in the same file, prefixed by their rate
+            ema_state.update({f"ema_{rate!r}.{k}": v for k, v in gather(ema.module).items()})
         path = self.run_dir / f"ckpt-{self.step:07d}"
         if self.rank == 0:
             path = write_checkpoint(self.run_dir, self.step, model_state, ema_state, state, self._meta(),
@@ -155,14 +172,25 @@ class TrainerFiles:
                     "use another run_dir to train this configuration — nothing was overwritten"
                 )
         changes = option_changes(meta.get("train_config", {}), asdict(self.config))
+        if self.extra_emas and "extra_ema_n_averaged" not in state:
+            raise ValueError(f"checkpoint {path} holds no EMAs at the rates {list(self.extra_emas)}; resume without "
+                             "extra_ema_rates or train into another run_dir")
+        extra_states = {rate: {k[len(f"ema_{rate!r}."):]: ema_state.pop(k) for k in list(ema_state)
+                               if k.startswith(f"ema_{rate!r}.")} for rate in self.extra_emas}
         if self.fsdp:
             ddp.load_full_state(self.model, model_state)
             ddp.load_full_state(self.ema.module, ema_state)
+            for rate, ema in self.extra_emas.items():
+                ddp.load_full_state(ema.module, extra_states[rate])
             ddp.load_full_optimizer_state(self.model, self.optimizer, state["optimizer"])
         else:
             self.model.load_state_dict(model_state, strict=True)
             self.ema_model.load_state_dict(ema_state, strict=True)
+            for rate, ema in self.extra_emas.items():
+                ema.module.load_state_dict(extra_states[rate], strict=True)
             self.optimizer.load_state_dict(state["optimizer"])
+        for i, ema in enumerate(self.extra_emas.values()):
+            ema.n_averaged.copy_(state["extra_ema_n_averaged"][i])
         for group in self.optimizer.param_groups:  # a changed lr / weight decay applies from here on
             group["lr"], group["weight_decay"] = self.config.lr, self.config.weight_decay
         self.ema.n_averaged.copy_(state["ema_n_averaged"])

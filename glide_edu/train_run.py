@@ -2,9 +2,11 @@
 
 A config names what to build, on which data, with which options — the same dataclasses the recipes use::
 
-    kind = "unet"                       # "unet": ADM UNet (optionally class-conditional); "glide": GLIDE text model
+    kind = "unet"                       # "unet": ADM UNet (optionally class-conditional); "glide": GLIDE text
+                                        # model; "clip": a CLIP (noised or clean; one process)
     [data]                              # source = "digits" | "folder" | "book-captions" | "caption-folder"
-    [model]                             # UNetConfig fields ("unet") or GLIDE option names ("glide")
+    [model]                             # UNetConfig fields ("unet"), GLIDE option names ("glide"), or
+                                        # preset = "mini" | "eval" and ClipConfig fields ("clip")
     [diffusion]                         # steps, noise_schedule, model_var_type ("unet" only)
     [train]                             # TrainConfig fields: steps, batch_size, lr, ema_rate, …
     [log]                               # tensorboard = true: also TensorBoard event files (metrics.csv always)
@@ -29,8 +31,9 @@ from typing import Any
 
 # torch and the models are imported where they are used: `glide-edu --help` stays fast.
 
-KINDS = ("unet", "glide")
-SOURCES = {"unet": ("digits", "folder"), "glide": ("book-captions", "caption-folder")}
+KINDS = ("unet", "glide", "clip")
+SOURCES = {"unet": ("digits", "folder"), "glide": ("book-captions", "caption-folder"),
+           "clip": ("book-captions", "caption-folder")}
 SECTIONS = ("data", "model", "diffusion", "train", "log")
 
 
@@ -115,10 +118,36 @@ def check_config(config: dict[str, Any]) -> dict[str, Any]:
     source = config.get("data", {}).get("source")
     if source not in SOURCES[kind]:
         raise ConfigError(f"[data] source = {source!r}: a {kind} model trains on {' or '.join(SOURCES[kind])}")
+    if kind == "clip":
+        clip_parts(config)
+        return config
     from glide_edu.train_config import TrainConfig
 
     _dataclass(TrainConfig, config.get("train", {}), "train").validate()
     return config
+
+
+def clip_parts(config: dict[str, Any]) -> tuple[Any, Any]:
+    """(ClipConfig, ClipTrainConfig) of a ``kind = "clip"`` config: [model] preset ("mini": the noised CLIP's and
+    its control's architecture, "eval": the evaluator's) with ClipConfig fields on top; [train] ClipTrainConfig."""
+    from dataclasses import replace
+
+    from glide_edu.train_clip import EVAL_CLIP, MINI_CLIP, ClipTrainConfig
+
+    model = dict(config.get("model", {}))
+    presets = {"mini": MINI_CLIP, "eval": EVAL_CLIP}
+    preset = model.pop("preset", "mini")
+    if preset not in presets:
+        raise ConfigError(f"[model] preset = {preset!r}: a CLIP preset is one of {', '.join(presets)}")
+    known = {f.name for f in fields(MINI_CLIP)}
+    if set(model) - known:
+        raise ConfigError(f"[model] has unknown key(s) {', '.join(sorted(set(model) - known))}; known: preset, "
+                          f"{', '.join(sorted(known))}")
+    train = _dataclass(ClipTrainConfig, config.get("train", {}), "train")
+    if train.steps < 1 or train.batch_size < 2 or not train.lr > 0:
+        raise ConfigError(f"[train] steps = {train.steps} (≥ 1), batch_size = {train.batch_size} (≥ 2), lr = {train.lr} "
+                          "(> 0) are needed")
+    return replace(presets[preset], **model), train
 
 
 def build(config: dict[str, Any], run_dir: Path | None) -> tuple[Any, dict[str, Any]]:
@@ -219,6 +248,8 @@ def train_from_config(config: dict[str, Any], out: Path, run_dir: Path | None, r
         raise ConfigError(f"{run_dir} already holds a run; add --resume to continue it, or give another --run-dir")
     if ddp.is_main_process():
         check_writable(out.parent)
+    if config["kind"] == "clip":
+        return _train_clip(config, out, run_dir)
     trainer, spec = build(config, run_dir)
     start = time.perf_counter()
     log = RunLog(run_dir, trainer.config.log_every, bool(config.get("log", {}).get("tensorboard", False)))
@@ -234,6 +265,25 @@ def train_from_config(config: dict[str, Any], out: Path, run_dir: Path | None, r
             save_small_checkpoint(out, ema, spec["unet"], spec["diffusion"], info)
     ddp.barrier()
     return out
+
+
+def _train_clip(config: dict[str, Any], out: Path, run_dir: Path | None) -> Path:
+    """A CLIP (:func:`glide_edu.train_clip.train_clip`; its loss and validation curve go into the file)."""
+    from glide_edu import distributed as ddp
+    from glide_edu.train_clip import train_clip
+
+    if ddp.rank_and_world()[1] > 1:
+        raise ConfigError("CLIP training runs in one process; start it without torchrun")
+    clip_config, train = clip_parts(config)
+    data = config["data"]
+    if data["source"] == "caption-folder":
+        from glide_edu.datasets import load_captioned_folder
+
+        if "path" not in data:
+            raise ConfigError("[data] source = 'caption-folder' needs path = 'my_captioned_images/'")
+        folder = load_captioned_folder(data["path"], clip_config.image_size)
+        return train_clip(out, clip_config, train, folder.images, folder.captions, run_dir=run_dir)
+    return train_clip(out, clip_config, train, run_dir=run_dir)  # the book's captions, emoji/shapes weighted
 
 
 def add_parser(modes: Any, formatter: type) -> argparse.ArgumentParser:

@@ -118,15 +118,18 @@ class TextTrainer(Trainer):
         return {"tokens": tokens[rows], "mask": mask[rows]}
 
     def save_snapshot(self) -> Path:
-        """The EMA weights as a GLIDE checkpoint ``<run_dir>/snapshots/ema-step-<step>.safetensors``."""
+        """The EMA weights as a GLIDE checkpoint ``<run_dir>/snapshots/ema-step-<step>.safetensors`` (and one
+        ``ema-<rate>-step-…`` per extra EMA rate); returns the first."""
         if self.run_dir is None or self.options is None:
             raise ValueError("snapshots of a text model need a run_dir and its GLIDE options")
-        path = self.run_dir / "snapshots" / f"ema-step-{self.step:07d}.safetensors"
-        info = {"step": self.step, "ema_rate": self.config.ema_rate, "p_uncond": self.p_uncond}
-        ema = self.full_ema()  # (FSDP: gathered on every rank's call; rank 0 writes)
-        if self.rank != 0:
-            return path
-        return save_glide_checkpoint(path, ema, self.options, "base", info)
+        paths = []
+        for rate in self.ema_models:
+            info = {"step": self.step, "ema_rate": rate, "p_uncond": self.p_uncond}
+            ema = self.full_ema(rate)  # (FSDP: gathered on every rank's call; rank 0 writes)
+            paths.append(self.snapshot_path(rate))
+            if self.rank == 0:
+                save_glide_checkpoint(paths[-1], ema, self.options, "base", info)
+        return paths[0]
 
 
 def text_trainer(options: dict[str, Any], images: Tensor, captions: list[str], config: TrainConfig, *,

@@ -31,7 +31,7 @@ def main(run_dir: str, out: str, steps: int, parallel: str = "ddp") -> None:
     diffusion = create_diffusion(4, "cosine", model_var_type="learned_range")  # 4 steps: the sampler warms up
     config = TrainConfig(steps=steps, batch_size=16, lr=1e-3, progress=False, log_every=1, checkpoint_every=3,
                          keep_checkpoints=2, loss_type="hybrid", schedule_sampler="loss-second-moment",
-                         parallel=parallel)
+                         parallel=parallel, extra_ema_rates=[0.5])  # a second EMA: sharded, gathered, resumed
     trainer = Trainer(UNetModel(cfg), diffusion, images, config, labels=labels, run_dir=run_dir,
                       model_config={"unet": asdict(cfg)}, diffusion_config={"steps": 4},
                       label_dropout=0.2, null_label=4)
@@ -39,11 +39,13 @@ def main(run_dir: str, out: str, steps: int, parallel: str = "ddp") -> None:
     sharded = trainer.fsdp
     model_state = ddp.full_state(trainer.model) if sharded else trainer.model.state_dict()
     ema_state = trainer.full_ema().state_dict()
+    ema_fast = trainer.full_ema(0.5).state_dict()
     optimizer = (ddp.full_optimizer_state(trainer.model, trainer.optimizer) if sharded
                  else trainer.optimizer.state_dict())
     if ddp.is_main_process():
         state = {f"model.{k}": v for k, v in model_state.items()}
         state |= {f"ema.{k}": v for k, v in ema_state.items()}
+        state |= {f"ema0.5.{k}": v for k, v in ema_fast.items()}
         for i, s in optimizer["state"].items():
             state |= {f"adam.{i}.{k}": v.reshape(-1) if v.ndim == 0 else v for k, v in s.items()}
         state["sampler_history"] = torch.from_numpy(trainer.sampler._history.copy())

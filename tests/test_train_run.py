@@ -171,3 +171,33 @@ def test_tensorboard_event_files(tmp_path) -> None:
     events = EventAccumulator(str(run / "tensorboard"))
     events.Reload()
     assert [e.step for e in events.Scalars("train/loss")] == [1, 2]
+
+
+@pytest.mark.parametrize("kind", ["noised", "clean", "eval"])
+def test_shipped_clip_configs_are_the_recipes(kind) -> None:
+    from glide_edu.train_clip import CLIP_RECIPES
+
+    config = train_run.check_config(train_run.read_config(f"clip-{kind}"))
+    arch, train = train_run.clip_parts(config)
+    assert (arch, replace(train, progress=True)) == CLIP_RECIPES[kind]
+
+
+def test_a_clip_config_trains_and_bad_clip_configs_are_one_line_errors(tmp_path, capsys) -> None:
+    from glide_edu.pretrained import read_metadata
+
+    config = train_run.read_config("clip-eval")
+    config["train"] |= {"steps": 2, "eval_every": 0, "n_shapes": 64, "progress": False}
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps(config))
+    assert main(["train", str(path), "--out", str(tmp_path / "c.safetensors"), "--run-dir", str(tmp_path / "r")]) == 0
+    assert read_metadata(tmp_path / "c.safetensors")["info"]["train"]["steps"] == 2
+    assert main(["train", str(path), "--out", str(tmp_path / "c.safetensors"), "--run-dir", str(tmp_path / "r")]) == 1
+    assert "add --resume" in capsys.readouterr().err
+    for change, message in (({"model": {"preset": "huge"}}, "a CLIP preset is one of mini, eval"),
+                            ({"model": {"widht": 3}}, "[model] has unknown key(s) widht"),
+                            ({"train": {"batch_size": 1}}, "batch_size = 1 (≥ 2)")):
+        bad = {**config, **{k: {**config[k], **v} for k, v in change.items()}}
+        path.write_text(json.dumps(bad))
+        assert main(["train", str(path), "--out", str(tmp_path / "x.safetensors")]) == 1
+        err = capsys.readouterr().err.strip()
+        assert message in err and len(err.splitlines()) == 1, err
