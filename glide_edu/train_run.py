@@ -145,8 +145,8 @@ def clip_parts(config: dict[str, Any]) -> tuple[Any, Any]:
                           f"{', '.join(sorted(known))}")
     train = _dataclass(ClipTrainConfig, config.get("train", {}), "train")
     if train.steps < 1 or train.batch_size < 2 or not train.lr > 0:
-        raise ConfigError(f"[train] steps = {train.steps} (≥ 1), batch_size = {train.batch_size} (≥ 2), lr = {train.lr} "
-                          "(> 0) are needed")
+        raise ConfigError(f"[train] steps = {train.steps} (≥ 1), batch_size = {train.batch_size} (≥ 2), "
+                          f"lr = {train.lr} (> 0) are needed")
     return replace(presets[preset], **model), train
 
 
