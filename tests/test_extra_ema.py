@@ -21,7 +21,8 @@ def _trainer(run_dir=None, **kw) -> Trainer:
     images, _ = load_digits(16, "train")
     config = TrainConfig(**({"steps": 6, "batch_size": 8, "progress": False, "log_every": 1, "ema_rate": 0.9} | kw))
     diffusion = create_diffusion(50, "cosine", model_var_type="fixed_small")
-    return Trainer(model, diffusion, images[:32], config, run_dir=run_dir, model_config={"unet": asdict(cfg)}, diffusion_config={"steps": 50})
+    return Trainer(model, diffusion, images[:32], config, run_dir=run_dir, model_config={"unet": asdict(cfg)},
+                   diffusion_config={"steps": 50})
 
 
 def _state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
