@@ -17,7 +17,7 @@ ALLOW_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root)
 PYTEST_ARGS ?=
 LAB_ARGS ?=
 
-.PHONY: venv setup lab test lint student clean distclean
+.PHONY: venv setup lab test lint student figures clean distclean
 
 venv setup: $(STAMP) $(OVERRIDES) $(SERVER_CONFIG)
 
@@ -64,6 +64,10 @@ test: venv
 # The student edition: every exercise's solution cell replaced by its stub (made from the chapters, never edited).
 student: venv
 	$(PY) -m glide_edu.book student --out student/chapters
+
+# Each chapter's key figure (the cell tagged key-figure) as PNG and SVG for slides, in build/figures/.
+figures: venv
+	$(PY) -m glide_edu.book figures --out build/figures
 
 lint: venv
 	$(VENV)/bin/ruff check .

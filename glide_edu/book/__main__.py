@@ -1,5 +1,6 @@
 """``python -m glide_edu.book regenerate chNN [options]`` — rebuild a chapter's precomputed results;
-``python -m glide_edu.book student --out DIR`` — write the student edition (solutions replaced by stubs)."""
+``python -m glide_edu.book student --out DIR`` — write the student edition (solutions replaced by stubs);
+``python -m glide_edu.book figures --out DIR`` — each chapter's key figure as PNG and SVG (for slides)."""
 
 from __future__ import annotations
 
@@ -26,7 +27,21 @@ def main(argv: list[str] | None = None) -> int:
     student = sub.add_parser("student", help="write the student edition: every solution cell replaced by its stub")
     student.add_argument("--out", required=True, help="folder for the student's chapters (not chapters/)")
     student.add_argument("--chapters", default="chapters", help="the book's chapters folder (default: chapters)")
+    figures = sub.add_parser("figures", help="execute the chapters and write each one's key figure (PNG + SVG)")
+    figures.add_argument("--out", required=True, help="folder for NN_slug.png / NN_slug.svg")
+    figures.add_argument("--chapters", default="chapters", help="the book's chapters folder (default: chapters)")
+    figures.add_argument("--only", nargs="*", default=None, metavar="NN", help="chapter numbers, e.g. 01 05")
+    figures.add_argument("--profile", choices=["fast", "full"], default="fast")
     args = parser.parse_args(argv)  # only errors and help reach this line for "regenerate"
+    if args.command == "figures":
+        from glide_edu.book.figures import export_all
+
+        try:
+            written = export_all(args.chapters, args.out, args.profile, args.only)
+        except (ValueError, FileNotFoundError) as err:
+            parser.error(str(err))
+        print(f"wrote {len(written)} files to {args.out}")
+        return 0
     if args.command == "student":
         from glide_edu.book.student import write_student_edition
 
