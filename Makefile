@@ -17,9 +17,15 @@ ALLOW_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root)
 PYTEST_ARGS ?=
 LAB_ARGS ?=
 
-.PHONY: venv setup lab test lint student figures clean distclean
+.PHONY: venv setup lab test lint student figures wheelhouse clean distclean
 
 venv setup: $(STAMP) $(OVERRIDES) $(SERVER_CONFIG)
+
+# A room without internet: `make wheelhouse` (on a machine with PyPI) collects every wheel, glide-edu's and the
+# build tools' included, into wheelhouse/ (about 450 MB); copy the project folder with it, then
+# `make venv WHEELHOUSE=wheelhouse` (or make test / make lab) installs from it with no network at all.
+WHEELHOUSE ?=
+PIP_FROM := $(if $(WHEELHOUSE),--no-index --find-links $(WHEELHOUSE))
 
 # (Re)installs when pyproject.toml or constraints.txt change; otherwise instant.
 # constraints.txt pins torch to a CPU build: an unpinned torch resolves to a multi-GB CUDA build.
@@ -30,13 +36,13 @@ $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	if $(PY) -c 'import importlib.util, sys; sys.exit(importlib.util.find_spec("torch") is None)'; then \
 		echo "torch already installed in $(VENV): keeping it"; \
-		$(PY) -m pip install -e '.[dev]'; \
+		$(PY) -m pip install $(PIP_FROM) -e '.[dev]'; \
 	else \
-		$(PY) -m pip install -c constraints.txt -e '.[dev]'; \
+		$(PY) -m pip install $(PIP_FROM) -c constraints.txt -e '.[dev]'; \
 	fi
 	# CLIP's BPE vocabulary ships inside open-clip-torch; only that data file is read (sha256-checked),
 	# so the package is installed without its dependencies (its torchvision would not match the CPU torch).
-	$(PY) -m pip install --no-deps 'open-clip-torch>=2.0,<4'
+	$(PY) -m pip install $(PIP_FROM) --no-deps 'open-clip-torch>=2.0,<4'
 	if $(PY) -m pip show -q rfc3987-syntax 2>/dev/null; then $(PY) -m pip uninstall -y rfc3987-syntax; fi
 	touch $@
 
@@ -68,6 +74,12 @@ student: venv
 # Each chapter's key figure (the cell tagged key-figure) as PNG and SVG for slides, in build/figures/.
 figures: venv
 	$(PY) -m glide_edu.book figures --out build/figures
+
+wheelhouse: venv
+	$(PY) -m pip wheel -w wheelhouse -c constraints.txt '.[dev]'
+	$(PY) -m pip download -d wheelhouse --no-deps 'open-clip-torch>=2.0,<4'
+	$(PY) -m pip download -d wheelhouse 'setuptools>=68' wheel pip
+	@echo "wheelhouse/ is ready: copy the project with it and run make venv WHEELHOUSE=wheelhouse offline"
 
 lint: venv
 	$(VENV)/bin/ruff check .
