@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Callable
 from dataclasses import asdict
 from functools import cached_property
 from pathlib import Path
@@ -75,21 +76,30 @@ class TrainerFiles:
         return self.run_dir / "snapshots" / f"{tag}-step-{self.step:07d}.safetensors"
 
     def save_snapshot(self) -> Path:
-        """The EMA weights now, as ``<run_dir>/snapshots/ema-step-<step>.safetensors`` (a small checkpoint), and
-        one ``ema-<rate>-step-<step>.safetensors`` per extra EMA rate; returns the first."""
+        """The EMA weights now, as ``<run_dir>/snapshots/ema-step-<step>.safetensors``, and one
+        ``ema-<rate>-step-<step>.safetensors`` per extra EMA rate; returns the first."""
+        write = self.snapshot_writer()  # checked on every rank, before any collective
+        paths = []
+        for rate in self.ema_models:
+            ema = self.full_ema(rate)  # (FSDP: gathered on every rank's call; rank 0 writes)
+            paths.append(self.snapshot_path(rate))
+            if self.rank == 0:
+                write(paths[-1], ema, rate)
+        return paths[0]
+
+    def snapshot_writer(self) -> Callable[[Path, nn.Module, float], Path]:
+        """``write(path, ema, rate)`` for one EMA network: a small checkpoint (a text trainer: GLIDE's format)."""
         from glide_edu.pretrained import save_small_checkpoint
 
         config = getattr(self.model, "config", None)
         if self.run_dir is None or config is None:
             raise ValueError("snapshots need a run_dir and a model with a dataclass .config (UNetModel, classifier)")
-        paths = []
-        for rate in (self.config.ema_rate, *self.extra_emas):
+
+        def write(path: Path, ema: nn.Module, rate: float) -> Path:
             info = {"step": self.step, "ema_rate": rate, "ema_warmup": self.config.ema_warmup}
-            ema = self.full_ema(rate)  # (FSDP: gathered on every rank's call; rank 0 writes)
-            paths.append(self.snapshot_path(rate))
-            if self.rank == 0:
-                save_small_checkpoint(paths[-1], ema, config, self.diffusion_config, info)
-        return paths[0]
+            return save_small_checkpoint(path, ema, config, self.diffusion_config, info)
+
+        return write
 
     def full_ema(self, rate: float | None = None) -> nn.Module:
         """The EMA network (of ``rate``; default ``ema_rate``) for writing: itself, or under FSDP a holder of its

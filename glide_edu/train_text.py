@@ -117,19 +117,16 @@ class TextTrainer(Trainer):
         rows = torch.arange(n) % tokens.shape[0]
         return {"tokens": tokens[rows], "mask": mask[rows]}
 
-    def save_snapshot(self) -> Path:
-        """The EMA weights as a GLIDE checkpoint ``<run_dir>/snapshots/ema-step-<step>.safetensors`` (and one
-        ``ema-<rate>-step-…`` per extra EMA rate); returns the first."""
+    def snapshot_writer(self):
+        """``write(path, ema, rate)`` for one EMA network as a GLIDE checkpoint (snapshots of a text model)."""
         if self.run_dir is None or self.options is None:
             raise ValueError("snapshots of a text model need a run_dir and its GLIDE options")
-        paths = []
-        for rate in self.ema_models:
+
+        def write(path: Path, ema: nn.Module, rate: float) -> Path:
             info = {"step": self.step, "ema_rate": rate, "p_uncond": self.p_uncond}
-            ema = self.full_ema(rate)  # (FSDP: gathered on every rank's call; rank 0 writes)
-            paths.append(self.snapshot_path(rate))
-            if self.rank == 0:
-                save_glide_checkpoint(paths[-1], ema, self.options, "base", info)
-        return paths[0]
+            return save_glide_checkpoint(path, ema, self.options, "base", info)
+
+        return write
 
 
 def text_trainer(options: dict[str, Any], images: Tensor, captions: list[str], config: TrainConfig, *,

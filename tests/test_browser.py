@@ -140,20 +140,19 @@ def _wait_changed(box, before: str, start: float, timeout: float = 30.0) -> floa
     raise AssertionError(f"the widget's picture did not change within {timeout} s")
 
 
+CONTROLS = (  # (kind, selector inside a widget-interact box), in the order they are moved
+    ("slider", ".widget-slider [role=slider], .widget-slider .noUi-handle"),
+    ("dropdown", ".widget-dropdown select"),
+    ("toggle", ".widget-toggle-buttons"),
+    ("text", ".widget-text input[type=text]"),
+)
+
+
 def _controls(box) -> list[tuple[str, object]]:
     found: list[tuple[str, object]] = []
-    sliders = box.locator(".widget-slider [role=slider], .widget-slider .noUi-handle")
-    for i in range(sliders.count()):
-        found.append(("slider", sliders.nth(i)))
-    selects = box.locator(".widget-dropdown select")
-    for i in range(selects.count()):
-        found.append(("dropdown", selects.nth(i)))
-    toggles = box.locator(".widget-toggle-buttons")
-    for i in range(toggles.count()):
-        found.append(("toggle", toggles.nth(i)))
-    texts = box.locator(".widget-text input[type=text]")
-    for i in range(texts.count()):
-        found.append(("text", texts.nth(i)))
+    for kind, selector in CONTROLS:
+        matches = box.locator(selector)
+        found += [(kind, matches.nth(i)) for i in range(matches.count())]
     return found
 
 
