@@ -333,6 +333,9 @@ def main(argv: list[str] | None = None) -> None:
                       help="every N steps, save a grid of EMA samples to <run-dir>/samples (needs --run-dir)")
     mini.add_argument("--threads", type=int, default=None)
     mini.add_argument("--seed", type=int, default=0)
+    mini.add_argument("--init-from", type=Path, default=None, metavar="FILE",
+                      help="continue from this GLIDE file's weights and step (e.g. the shipped miniature) when "
+                           "--run-dir has no checkpoint yet: a warm start (Adam restarts), not a bit-exact resume")
     add_clip_parser(sub)
     pics = sub.add_parser("picture-features", help="the emoji/shapes feature network of the FID-proxy (chapter 12)")
     pics.add_argument("--out", type=Path, required=True, help=OUT_HELP)
@@ -375,7 +378,7 @@ def main(argv: list[str] | None = None) -> None:
         from glide_edu.train_text import train_mini
 
         path = train_mini(args.out, args.run_dir, args.steps, args.seed, snapshot_every=args.snapshot_every,
-                          sample_every=args.sample_every)
+                          sample_every=args.sample_every, init_from=args.init_from)
     elif args.recipe == "folder":
         try:
             recipe = folder_recipe(args)

@@ -129,6 +129,35 @@ class TextTrainer(Trainer):
         return write
 
 
+def warm_start(trainer: TextTrainer, path: str | os.PathLike) -> int:
+    """Continue training from the EMA weights of a GLIDE file written by this trainer; returns its step.
+
+    The file holds no optimiser state, so this is a *warm start*, not a resume: the online network and every
+    EMA start from the file's (float16) weights, Adam's moments from zero, and the step counter from the
+    file's recorded step (snapshots and curves continue its numbering). The batch stream is re-seeded with
+    ``seed + step`` so the continuation does not replay the first run's batches. A run directory's own
+    checkpoints (bit-exact resume) always win over this.
+    """
+    from glide_edu.pretrained import load_glide_checkpoint
+
+    network, options, meta = load_glide_checkpoint(path)
+    if options != trainer.options:
+        changed = sorted(k for k in set(options) | set(trainer.options or {})
+                         if options.get(k) != (trainer.options or {}).get(k))
+        raise ValueError(f"{path} was trained with other options ({', '.join(changed)}); continue it with its own "
+                         "options or start a new run without --init-from")
+    info = meta.get("info", {})
+    step = int(info.get("step", info.get("steps", 0)))
+    state = network.state_dict()
+    trainer.model.load_state_dict(state, strict=True)
+    for ema in (trainer.ema, *trainer.extra_emas.values()):
+        ema.module.load_state_dict(state, strict=True)
+    trainer.step = step
+    trainer.generator.manual_seed(trainer.config.seed + step)
+    torch.manual_seed(trainer.config.seed + step)
+    return step
+
+
 def text_trainer(options: dict[str, Any], images: Tensor, captions: list[str], config: TrainConfig, *,
                  weights: Tensor | None = None, p_uncond: float = P_UNCOND, run_dir: str | os.PathLike | None = None,
                  model_config: dict[str, Any] | None = None) -> TextTrainer:
@@ -152,8 +181,12 @@ def text_trainer(options: dict[str, Any], images: Tensor, captions: list[str], c
 def train_mini(out: str | os.PathLike, run_dir: str | os.PathLike | None = None, steps: int | None = None,
                seed: int = 0, n_shapes: int = 20000, snapshot_every: int = 0, sample_every: int = 0,
                options: dict[str, Any] | None = None, config: TrainConfig | None = None,
-               progress: bool = True) -> Path:
-    """Train the miniature GLIDE base model on the book's captions; write its EMA weights to ``out``."""
+               progress: bool = True, init_from: str | os.PathLike | None = None) -> Path:
+    """Train the miniature GLIDE base model on the book's captions; write its EMA weights to ``out``.
+
+    ``init_from``: a GLIDE file of this recipe (the shipped miniature or a snapshot) to continue from when
+    ``run_dir`` holds no checkpoint yet — see :func:`warm_start`.
+    """
     options = dict(options or MINI_OPTIONS)
     base = config or MINI_TRAIN
     cfg = replace(base, steps=base.steps if steps is None else steps, seed=seed, progress=progress,
@@ -161,9 +194,14 @@ def train_mini(out: str | os.PathLike, run_dir: str | os.PathLike | None = None,
     data = book_captions("train", n_shapes, seed)
     trainer = text_trainer(options, data.images, data.captions, cfg, weights=data.weights, run_dir=run_dir,
                            model_config={"glide_options": options, "n_shapes": n_shapes})
+    warm = None
+    if init_from is not None and trainer.step == 0:
+        warm = {"file": Path(init_from).name, "step": warm_start(trainer, init_from)}
     start = time.perf_counter()
     history = trainer.train()
     info = {"command": "python -m glide_edu.recipes glide-mini", "steps": trainer.step, "p_uncond": P_UNCOND,
             "n_shapes": n_shapes, "train_seconds_this_run": round(time.perf_counter() - start, 1),
             "threads": torch.get_num_threads(), "final_loss": history[-1]["loss"] if history else None}
+    if warm is not None:
+        info["warm_start"] = warm
     return save_glide_checkpoint(out, trainer.ema_model, options, "base", info)

@@ -109,6 +109,33 @@ def test_training_writes_a_resumable_run_and_snapshots(tmp_path: Path) -> None:
     assert load_glide_checkpoint(again)[2]["info"]["steps"] == 4
 
 
+def test_warm_start_continues_weights_and_step_numbering(small_file: Path, tmp_path: Path) -> None:
+    cfg = replace(MINI_TRAIN, batch_size=4, checkpoint_every=0)
+    start = load_glide_checkpoint(small_file)[0].state_dict()
+    # zero further steps' worth: the continuation's target equals the file's step, so it only re-saves
+    same = train_mini(tmp_path / "same.safetensors", steps=3, n_shapes=64, options=SMALL, config=cfg,
+                      progress=False, init_from=small_file)
+    for key, value in load_glide_checkpoint(same)[0].state_dict().items():
+        assert torch.equal(value, start[key]), key  # float16 → float32 → float16 is exact
+    run = tmp_path / "run"
+    more = train_mini(tmp_path / "more.safetensors", run, steps=5, n_shapes=64, snapshot_every=1, options=SMALL,
+                      config=cfg, progress=False, init_from=small_file)
+    meta = load_glide_checkpoint(more)[2]["info"]
+    assert meta["steps"] == 5 and meta["warm_start"] == {"file": small_file.name, "step": 3}
+    assert sorted(p.name for p in (run / "snapshots").iterdir()) == [
+        "ema-step-0000004.safetensors", "ema-step-0000005.safetensors"]
+    changed = load_glide_checkpoint(more)[0].state_dict()
+    assert any(not torch.equal(changed[k], start[k]) for k in start)
+
+
+def test_warm_start_from_other_options_is_refused(small_file: Path, tmp_path: Path) -> None:
+    cfg = replace(MINI_TRAIN, batch_size=4, checkpoint_every=0)
+    other = {**SMALL, "xf_layers": 2}
+    with pytest.raises(ValueError, match="other options \\(xf_layers\\)"):
+        train_mini(tmp_path / "x.safetensors", steps=4, n_shapes=64, options=other, config=cfg, progress=False,
+                   init_from=small_file)
+
+
 def test_the_pipeline_runs_the_miniature_with_cfg(small_file: Path) -> None:
     from glide_edu.pipelines.mini import load_mini_model, mini_text2im
 
