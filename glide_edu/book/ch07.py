@@ -1,6 +1,8 @@
 """Chapter 7 only: GLIDE in miniature, measured by the shapes oracle.
 
     python -m glide_edu.book regenerate ch07 --curve RUN_DIR   # → data/results/glide_mini_curve.json
+    python -m glide_edu.book regenerate ch07 --sweep           # → data/results/glide_mini_guidance.json
+    python -m glide_edu.book regenerate ch07 --explorer        # → data/results/glide_mini_explorer.safetensors
 
 :func:`oracle_scores` samples the miniature (through :class:`~glide_edu.pipelines.Text2ImPipeline`, CFG at
 scale s) for shapes captions and lets :mod:`glide_edu.oracle` judge every picture against its caption;
@@ -26,6 +28,15 @@ from glide_edu.results import RESULTS_DIR, checkpoint_provenance, load_results, 
 from glide_edu.shapes import make_scenes
 
 CURVE_PATH = RESULTS_DIR / "glide_mini_curve.json"
+SWEEP_PATH = RESULTS_DIR / "glide_mini_guidance.json"
+SWEEP_SCHEMA = "glide_edu.glide_mini_guidance/1"
+SWEEP_SCALES = (0.0, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0)
+VIEWS_PATH = RESULTS_DIR / "glide_mini_explorer.safetensors"
+EXPLORER_PROMPTS = ("a red circle", "a large green square", "two blue squares", "three red circles",
+                    "a yellow triangle", "a blue circle", "a red circle above a blue square",
+                    "a small purple triangle to the left of a green circle",
+                    "red apple", "a grinning face", "a red heart", "a cat face")
+EXPLORER_GRID = {"cfg": (1.5, 2.0, 3.0, 4.0, 6.0, 8.0), "none": ()}
 CURVE_SCHEMA = "glide_edu.glide_mini_curve/1"
 REGENERATE = "python -m glide_edu.book regenerate ch07"
 EVAL_SCALES = (1.0, 3.0)
@@ -78,6 +89,64 @@ def mini_training_curve(run_dir: str | Path, every: int = 1000, n: int = 100, se
             "rows": rows, "provenance": run_provenance(REGENERATE + " --curve …", start, checkpoints=shipped)}
 
 
+def guidance_sweep(pipe: Any = None, scales: Sequence[float] = SWEEP_SCALES, n: int = 100,
+                   seeds: Sequence[int] = (0, 1), steps: int = 25) -> dict[str, Any]:
+    """Oracle accuracy of the shipped miniature vs the CFG scale s, on trained and held-out pairs, per seed."""
+    start = time.perf_counter()
+    pipe = pipe or mini_text2im()
+    prompts = {"train": shapes_prompts(n, "train"), "heldout": shapes_prompts(n, "heldout")}
+    rows = []
+    for scale in scales:
+        for seed in seeds:
+            for split, caps in prompts.items():
+                acc = oracle_scores(pipe, caps, scale, steps, seed)
+                rows.append({"scale": scale, "seed": seed, "split": split, **{k: round(v, 4) for k, v in acc.items()}})
+    shipped = {MINI_CHECKPOINT: checkpoint_provenance(shipped_checkpoint(MINI_CHECKPOINT))}
+    return {"schema": SWEEP_SCHEMA, "config": {"n_prompts": n, "steps": steps, "seeds": list(seeds),
+                                               "scales": list(scales), "eval_seed": EVAL_SEED},
+            "rows": rows, "provenance": run_provenance(REGENERATE + " --sweep", start, checkpoints=shipped)}
+
+
+def load_guidance_sweep(path: str | Path = SWEEP_PATH, check_checkpoints: bool = True) -> dict[str, Any]:
+    """Read ``glide_mini_guidance.json``; refuse it if it was computed with another miniature."""
+    return load_results(path, SWEEP_SCHEMA, REGENERATE + " --sweep", check_checkpoints)
+
+
+def sweep_table(results: dict[str, Any], key: str = "caption") -> dict[str, dict[float, tuple[float, float]]]:
+    """split → scale → (mean, spread over seeds) of the oracle's ``key`` accuracy."""
+    table: dict[str, dict[float, list[float]]] = {}
+    for row in results["rows"]:
+        table.setdefault(row["split"], {}).setdefault(row["scale"], []).append(row[key])
+    return {split: {s: (sum(v) / len(v), max(v) - min(v)) for s, v in by_scale.items()}
+            for split, by_scale in table.items()}
+
+
+def make_explorer(precomputed: bool = True, path: str | Path = VIEWS_PATH):
+    """The chapter's :class:`~glide_edu.pipelines.explorer.PromptExplorer` on the shipped miniature, seeded with
+    the precomputed views when they were made with the shipped file (else it samples everything live)."""
+    from glide_edu.pipelines.explorer import PromptExplorer, load_views
+    from glide_edu.fileio import sha256_file
+
+    views = []
+    if precomputed:
+        views, provenance = load_views(path)
+        shipped = sha256_file(shipped_checkpoint(MINI_CHECKPOINT))
+        if provenance["checkpoints"][MINI_CHECKPOINT]["sha256"] != shipped:
+            raise ValueError(f"{Path(path).name} was sampled with another miniature; regenerate it with: "
+                             f"{REGENERATE} --explorer")
+    return PromptExplorer(mini_text2im(), precomputed=views)
+
+
+def regenerate_explorer(path: str | Path = VIEWS_PATH) -> Path:
+    """Sample every view of :data:`EXPLORER_PROMPTS` × :data:`EXPLORER_GRID` and store them."""
+    from glide_edu.pipelines.explorer import precompute_views, save_views
+
+    start = time.perf_counter()
+    views = precompute_views(make_explorer(precomputed=False), EXPLORER_PROMPTS, EXPLORER_GRID)
+    shipped = {MINI_CHECKPOINT: checkpoint_provenance(shipped_checkpoint(MINI_CHECKPOINT))}
+    return save_views(path, views, run_provenance(REGENERATE + " --explorer", start, checkpoints=shipped))
+
+
 def load_mini_curve(path: str | Path = CURVE_PATH, check_checkpoints: bool = True) -> dict[str, Any]:
     """Read ``glide_mini_curve.json``; refuse it if its final model is not the shipped one."""
     return load_results(path, CURVE_SCHEMA, REGENERATE + " --curve …", check_checkpoints)
@@ -86,11 +155,21 @@ def load_mini_curve(path: str | Path = CURVE_PATH, check_checkpoints: bool = Tru
 def regenerate(argv: list[str] | None = None) -> None:
     """``python -m glide_edu.book regenerate ch07 --curve RUN_DIR``: the miniature's training curve."""
     parser = chapter_parser("ch07", __doc__)
-    parser.add_argument("--curve", type=Path, required=True, metavar="RUN_DIR",
-                        help="a glide-mini run with --snapshot-every")
+    what = parser.add_mutually_exclusive_group(required=True)
+    what.add_argument("--curve", type=Path, metavar="RUN_DIR", help="a glide-mini run with --snapshot-every")
+    what.add_argument("--sweep", action="store_true", help="oracle accuracy vs CFG scale")
+    what.add_argument("--explorer", action="store_true", help="the widget's precomputed views")
     parser.add_argument("--every", type=int, default=1000)
     parser.add_argument("--n-prompts", type=int, default=100)
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
-    results = mini_training_curve(args.curve, args.every, args.n_prompts)
-    print(f"wrote {write_results(results, args.out or CURVE_PATH)} in {results['provenance']['seconds']} s")
+    if args.explorer:
+        print(f"wrote {regenerate_explorer(args.out or VIEWS_PATH)}")
+        return
+    if args.sweep:
+        results = guidance_sweep(n=args.n_prompts)
+        out = args.out or SWEEP_PATH
+    else:
+        results = mini_training_curve(args.curve, args.every, args.n_prompts)
+        out = args.out or CURVE_PATH
+    print(f"wrote {write_results(results, out)} in {results['provenance']['seconds']} s")

@@ -237,3 +237,6 @@ __all__ += [
 from glide_edu.checks.ch11 import check_glide_cfg, check_known_region_clamp, check_quantize_8bit  # noqa: E402
 
 __all__ += ["check_glide_cfg", "check_known_region_clamp", "check_quantize_8bit"]
+from glide_edu.checks.ch07 import check_guidance_prediction, check_text_conditioning, check_tokens_and_mask  # noqa: E402
+
+__all__ += ["check_guidance_prediction", "check_text_conditioning", "check_tokens_and_mask"]

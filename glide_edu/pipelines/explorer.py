@@ -1,0 +1,161 @@
+"""The prompt explorer behind the text-to-image widgets of chapters 7, 8, 11 and 12.
+
+A reader types a prompt, picks a guidance method and moves the scale; :class:`PromptExplorer` samples a few
+pictures with the miniature (or any 32×32 GLIDE base model) and, when the prompt is a shapes caption, lets the
+oracle (:mod:`glide_edu.oracle`) judge each picture against it:
+
+    explorer = PromptExplorer(mini_text2im(), clip=noised_clip)      # clip: optional, enables "clip"
+    view = explorer("a red circle above a blue square", "cfg", 3.0)
+    view.images      # (n, 3, 32, 32) in [−1, 1]
+    view.verdicts    # one dict per picture (oracle attributes → True/False), or None for a free prompt
+
+Methods: ``"cfg"`` — classifier-free guidance ε̂ = ε(∅) + s·(ε(c) − ε(∅)); ``"clip"`` — CLIP guidance
+μ̂ = μ + s·Σ·∇ f(x_t, t)·g(c) with the conditional model (no CFG); ``"none"`` — the conditional model alone
+(s ignored). Every view of one prompt starts from the same noise (``seed``), so moving the slider changes
+the guidance only. Views are cached, so revisiting a setting is instant; a fresh one is ``n`` pictures ×
+``num_inference_steps`` respaced ancestral steps (the update time is in ``docs/benchmarks.md``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+from torch import Tensor, nn
+
+from glide_edu.fileio import atomic_write
+
+from glide_edu.oracle import check, parse_caption
+
+METHODS = ("cfg", "clip", "none")
+
+
+@dataclass(frozen=True)
+class ExplorerView:
+    """What one widget update shows: the pictures, the oracle's verdicts and how long sampling took."""
+
+    prompt: str
+    method: str
+    scale: float
+    images: Tensor  # (n, 3, H, W) in [−1, 1]
+    verdicts: list[dict[str, bool]] | None  # None: not a shapes caption, the oracle cannot judge it
+    seconds: float
+
+    @property
+    def caption_accuracy(self) -> float | None:
+        """The share of pictures whose whole caption the oracle confirms (None for a free prompt)."""
+        if self.verdicts is None:
+            return None
+        return sum(v["caption"] for v in self.verdicts) / len(self.verdicts)
+
+    def title(self) -> str:
+        """A one-line figure title: method, scale and the oracle's score."""
+        how = {"cfg": f"CFG s = {self.scale:g}", "clip": f"CLIP guidance s = {self.scale:g}",
+               "none": "no guidance"}[self.method]
+        judged = "" if self.verdicts is None else \
+            f" — oracle: {sum(v['caption'] for v in self.verdicts)}/{len(self.verdicts)} right"
+        return f"“{self.prompt}”, {how}{judged}"
+
+
+def is_shapes_caption(prompt: str) -> bool:
+    """True when the oracle can read ``prompt`` (a caption of the book's shapes grammar)."""
+    try:
+        parse_caption(prompt)
+    except ValueError:
+        return False
+    return True
+
+
+class PromptExplorer:
+    """Prompt + method + scale → an :class:`ExplorerView`; ``cfg_pipe`` a Text2ImPipeline on a base model,
+    ``clip`` an optional noised CLIP for the ``"clip"`` method (same image size)."""
+
+    def __init__(self, cfg_pipe: Any, clip: nn.Module | None = None, n: int = 4, num_inference_steps: int = 20,
+                 seed: int = 0, cache_size: int = 1024, precomputed: Iterable[ExplorerView] = ()) -> None:
+        if n < 1 or num_inference_steps < 1:
+            raise ValueError(f"n={n}, num_inference_steps={num_inference_steps}: both must be at least 1")
+        self.cfg_pipe, self.n, self.steps, self.seed = cfg_pipe, n, num_inference_steps, seed
+        self.clip_pipe = None
+        if clip is not None:
+            from glide_edu.pipelines.clip_guided import ClipGuidedPipeline
+
+            self.clip_pipe = ClipGuidedPipeline(cfg_pipe.base, clip, None, cfg_pipe.tokenizer, cfg_pipe.device)
+        self.cache: dict[tuple[str, str, float], ExplorerView] = {}
+        self.cache_size = cache_size
+        for view in precomputed:  # views sampled ahead of time (same n, steps and seed): instant to show
+            if view.images.shape[0] != n:
+                raise ValueError(f"a precomputed view has {view.images.shape[0]} pictures, the explorer shows {n}; "
+                                 "precompute with the same n")
+            self.cache[(view.prompt, view.method, view.scale)] = view
+
+    @property
+    def methods(self) -> tuple[str, ...]:
+        """The methods this explorer offers ("clip" only with a CLIP model)."""
+        return METHODS if self.clip_pipe is not None else ("cfg", "none")
+
+    def __call__(self, prompt: str, method: str = "cfg", scale: float = 3.0) -> ExplorerView:
+        if method not in self.methods:
+            hint = " (give the explorer a noised CLIP: PromptExplorer(pipe, clip=…))" if method == "clip" else ""
+            raise ValueError(f"unknown guidance method {method!r}; choose one of {', '.join(self.methods)}{hint}")
+        prompt = " ".join(prompt.split())
+        key = (prompt, method, 0.0 if method == "none" else float(scale))
+        if key in self.cache:
+            return self.cache[key]
+        start = time.perf_counter()
+        common = {"batch_size": self.n, "num_inference_steps": self.steps, "seed": self.seed, "upsample": False}
+        if method == "clip":
+            out = self.clip_pipe(prompt, guidance_scale=scale, **common)
+        else:
+            out = self.cfg_pipe(prompt, guidance_scale=1.0 if method == "none" else scale, **common)
+        images = out.samples  # (n, 3, H, W)
+        verdicts = [check(img, prompt) for img in images] if is_shapes_caption(prompt) else None
+        view = ExplorerView(prompt, method, key[2], images, verdicts, time.perf_counter() - start)
+        if len(self.cache) >= self.cache_size:
+            self.cache.pop(next(iter(self.cache)))
+        self.cache[key] = view
+        return view
+
+
+def precompute_views(explorer: PromptExplorer, prompts: Sequence[str], grid: dict[str, Sequence[float]],
+                     progress: bool = True) -> list[ExplorerView]:
+    """Every (prompt, method, scale) of ``grid`` (method → scales; "none" needs no scales) sampled once."""
+    from tqdm.auto import tqdm
+
+    jobs = [(p, m, s) for p in prompts for m, scales in grid.items() for s in (scales if m != "none" else [0.0])]
+    return [explorer(p, m, s) for p, m, s in tqdm(jobs, desc="explorer views", disable=not progress)]
+
+
+def save_views(path: str | os.PathLike, views: Sequence[ExplorerView], provenance: dict[str, Any]) -> Path:
+    """The views as one uint8 tensor (V, n, 3, H, W) plus their keys and ``provenance`` (atomic write)."""
+    images = torch.stack([((v.images.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8) for v in views])
+    keys = [{"prompt": v.prompt, "method": v.method, "scale": v.scale, "seconds": round(v.seconds, 3)}
+            for v in views]
+    meta = {"glide_edu": json.dumps({"schema": VIEWS_SCHEMA, "views": keys, "provenance": provenance})}
+    return atomic_write(path, lambda tmp: save_file({"images": images.contiguous()}, tmp, metadata=meta))
+
+
+VIEWS_SCHEMA = "glide_edu.explorer_views/1"
+
+
+def load_views(path: str | os.PathLike) -> tuple[list[ExplorerView], dict[str, Any]]:
+    """(views with their oracle verdicts recomputed from the stored pictures, provenance)."""
+    path = Path(path)
+    with safe_open(path, framework="pt") as f:
+        meta = json.loads(f.metadata()["glide_edu"])
+        images = f.get_tensor("images")
+    if meta.get("schema") != VIEWS_SCHEMA:
+        raise ValueError(f"{path.name} is not a file of explorer views ({VIEWS_SCHEMA}); regenerate it")
+    views = []
+    for key, pictures in zip(meta["views"], images, strict=True):
+        x = pictures.float() / 127.5 - 1  # (n, 3, H, W)
+        verdicts = [check(img, key["prompt"]) for img in x] if is_shapes_caption(key["prompt"]) else None
+        views.append(ExplorerView(key["prompt"], key["method"], float(key["scale"]), x, verdicts, key["seconds"]))
+    return views, meta["provenance"]

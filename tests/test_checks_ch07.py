@@ -1,0 +1,93 @@
+"""Chapter 7's checkers accept right answers and name the typical slips."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from glide_edu.checks import ExerciseError
+from glide_edu.checks import ch07 as checks
+from glide_edu.nn.presets import create_glide_model
+from glide_edu.train_text import MINI_OPTIONS
+
+SMALL = {**MINI_OPTIONS, "num_res_blocks": 1, "xf_width": 32, "xf_layers": 1, "text_ctx": 24}
+
+
+def good_tokens(caption: str, ctx: int, table):
+    ids = [table[b] for b in caption.encode("utf-8")][:ctx]
+    return ids + [256] * (ctx - len(ids)), [True] * len(ids) + [False] * (ctx - len(ids))
+
+
+def test_tokens_and_mask_accepts_the_byte_layout() -> None:
+    assert checks.check_tokens_and_mask(good_tokens)
+    table = checks.byte_table()
+    assert sorted(table) == list(range(256)) and table[ord("!")] == 0 and table[ord("a")] == 64
+
+
+def pad(ids: list[int], n: int, with_: int = 256) -> tuple[list[int], list[bool]]:
+    ids = ids[:n]
+    return ids + [with_] * (n - len(ids)), [True] * len(ids) + [False] * (n - len(ids))
+
+
+@pytest.mark.parametrize(("wrong", "message"), [
+    (lambda c, n, t: pad([t[b] for b in c.encode()], n, 0), "not with 0"),
+    (lambda c, n, t: pad(list(c.encode()), n), "raw byte values"),
+    (lambda c, n, t: pad([t[ord(x)] if ord(x) < 256 else 0 for x in c], n), "characters|mask"),
+    (lambda c, n, t: ([t[b] for b in c.encode()][:n], [True] * len(c.encode()[:n])), "exactly text_ctx"),
+    (lambda c, n, t: (good_tokens(c, n, t)[0], [True] * n), "mask must be True"),
+])
+def test_tokens_and_mask_names_the_slips(wrong, message: str) -> None:
+    with pytest.raises(ExerciseError, match=message):
+        checks.check_tokens_and_mask(wrong)
+
+
+@pytest.fixture(scope="module")
+def model() -> torch.nn.Module:
+    torch.manual_seed(0)
+    net = create_glide_model(SMALL).eval()
+    with torch.no_grad():  # a random, not freshly initialised, network: no zero layers hide slips
+        for p in net.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    return net
+
+
+def by_hand(model, tokens, mask, *, padding=True, final_ln=True, position=-1, channels_first=True):
+    x = model.token_embedding(tokens) + model.positional_embedding[None]
+    if padding:
+        x = torch.where(mask[..., None], x, model.padding_embedding[None])
+    x = model.transformer(x)
+    if final_ln:
+        x = model.final_ln(x)
+    proj = model.transformer_proj(x[:, position])
+    return proj, (x.permute(0, 2, 1) if channels_first else x)
+
+
+def test_text_conditioning_accepts_the_glide_path(model) -> None:
+    assert checks.check_text_conditioning(by_hand, model)
+
+
+@pytest.mark.parametrize(("kw", "message"), [
+    ({"padding": False}, "padding embedding"),
+    ({"final_ln": False}, "final LayerNorm"),
+    ({"position": 0}, "FIRST position"),
+    ({"channels_first": False}, "channels first"),
+])
+def test_text_conditioning_names_the_slips(model, kw: dict, message: str) -> None:
+    with pytest.raises(ExerciseError, match=message):
+        checks.check_text_conditioning(lambda m, t, k: by_hand(m, t, k, **kw), model)
+
+
+def test_guidance_prediction_is_judged_on_the_live_numbers(monkeypatch) -> None:
+    facts = {"caption_s1": 0.2, "caption_s3": 0.5, "colour_train_s3": 0.9, "colour_heldout_s3": 0.85}
+    monkeypatch.setattr(checks, "guidance_facts", lambda: facts)
+    assert checks.check_guidance_prediction(True, True)
+    with pytest.raises(ExerciseError, match="0.20 at s = 1 and 0.50"):
+        checks.check_guidance_prediction(False, True)
+    with pytest.raises(ExerciseError, match="held-out pairs"):
+        checks.check_guidance_prediction(True, False)
+    facts["colour_heldout_s3"] = 0.5
+    assert checks.check_guidance_prediction(True, False)
+    with pytest.raises(ExerciseError, match="replace the placeholder"):
+        checks.check_guidance_prediction(..., True)
+    with pytest.raises(ExerciseError, match="True or False"):
+        checks.check_guidance_prediction(True, 1)

@@ -1,0 +1,87 @@
+"""The prompt explorer behind the text-to-image widgets: methods, caching, precomputed views, oracle verdicts."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+
+from glide_edu.nn.clip import NoisedClip
+from glide_edu.pipelines.explorer import PromptExplorer, is_shapes_caption, load_views, precompute_views, save_views
+from glide_edu.pipelines.mini import mini_text2im
+from glide_edu.tokenizers import ByteClipTokenizer
+from glide_edu.train_clip import MINI_CLIP
+from glide_edu.train_text import MINI_OPTIONS, MINI_TRAIN, train_mini
+
+SMALL = {**MINI_OPTIONS, "num_res_blocks": 1, "xf_width": 32, "xf_layers": 1}
+
+
+@pytest.fixture(scope="module")
+def pipe(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("mini")
+    cfg = replace(MINI_TRAIN, batch_size=4, checkpoint_every=0)
+    path = train_mini(folder / "mini.safetensors", steps=2, n_shapes=32, options=SMALL, config=cfg, progress=False)
+    return mini_text2im(path)
+
+
+def test_shapes_captions_are_judged_and_free_prompts_are_not(pipe) -> None:
+    ex = PromptExplorer(pipe, n=2, num_inference_steps=2)
+    shapes = ex("a red circle", "cfg", 3.0)
+    assert shapes.images.shape == (2, 3, 32, 32) and len(shapes.verdicts) == 2
+    assert set(shapes.verdicts[0]) >= {"colour", "shape", "caption"}
+    assert 0.0 <= shapes.caption_accuracy <= 1.0 and "oracle" in shapes.title()
+    free = ex("red apple", "cfg", 3.0)
+    assert free.verdicts is None and free.caption_accuracy is None and "oracle" not in free.title()
+    assert is_shapes_caption("two blue squares") and not is_shapes_caption("a grinning face")
+
+
+def test_views_are_cached_and_the_scale_only_changes_guidance(pipe) -> None:
+    ex = PromptExplorer(pipe, n=2, num_inference_steps=3)
+    a = ex("a red  circle", "cfg", 3.0)
+    assert ex("a red circle", "cfg", 3.0) is a  # whitespace normalised, cached
+    assert ex("a red circle", "none", 7.0) is ex("a red circle", "none", 1.0)  # "none" ignores s
+    plain = ex("a red circle", "none")
+    at1 = ex("a red circle", "cfg", 1.0)
+    assert torch.equal(plain.images, at1.images)  # CFG at s = 1 is the conditional model: same noise, same pictures
+    assert not torch.equal(a.images, plain.images)
+
+
+def test_clip_method_needs_a_clip_and_uses_it(pipe) -> None:
+    ex = PromptExplorer(pipe, n=2, num_inference_steps=2)
+    assert ex.methods == ("cfg", "none")
+    with pytest.raises(ValueError, match="noised CLIP"):
+        ex("a red circle", "clip", 3.0)
+    with pytest.raises(ValueError, match="unknown guidance method 'cgf'"):
+        ex("a red circle", "cgf", 3.0)
+    torch.manual_seed(0)
+    clip = NoisedClip(MINI_CLIP).eval()
+    clip.tokenizer = ByteClipTokenizer()  # what load_clip_file gives the book's CLIPs
+    ex = PromptExplorer(pipe, clip=clip, n=2, num_inference_steps=2)
+    guided, plain = ex("a red circle", "clip", 50.0), ex("a red circle", "clip", 0.0)
+    assert torch.equal(plain.images, ex("a red circle", "none").images)  # s = 0: no CLIP gradient
+    assert not torch.equal(guided.images, plain.images)
+
+
+def test_precomputed_views_round_trip_and_are_served_without_sampling(pipe, tmp_path: Path) -> None:
+    ex = PromptExplorer(pipe, n=2, num_inference_steps=2)
+    views = precompute_views(ex, ["a red circle", "red apple"], {"cfg": (2.0, 3.0), "none": ()}, progress=False)
+    assert len(views) == 2 * 3
+    path = save_views(tmp_path / "views.safetensors", views, {"command": "test"})
+    loaded, provenance = load_views(path)
+    assert provenance == {"command": "test"} and len(loaded) == len(views)
+    for a, b in zip(views, loaded, strict=True):
+        assert (a.prompt, a.method, a.scale) == (b.prompt, b.method, b.scale)
+        assert torch.allclose(a.images, b.images, atol=1 / 127.5)  # stored as 8-bit
+        assert (a.verdicts is None) == (b.verdicts is None)
+    class NoSampling:
+        def __call__(self, *args, **kwargs):
+            raise AssertionError("a precomputed view was sampled again")
+
+    fresh = PromptExplorer(NoSampling(), n=2, num_inference_steps=2, precomputed=loaded)
+    assert fresh("a red circle", "cfg", 3.0) is loaded[1]
+    with pytest.raises(AssertionError, match="sampled again"):
+        fresh("a red circle", "cfg", 5.0)
+    with pytest.raises(ValueError, match="precompute with the same n"):
+        PromptExplorer(pipe, n=3, precomputed=loaded)
