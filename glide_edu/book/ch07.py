@@ -124,8 +124,8 @@ def sweep_table(results: dict[str, Any], key: str = "caption") -> dict[str, dict
 def make_explorer(precomputed: bool = True, path: str | Path = VIEWS_PATH):
     """The chapter's :class:`~glide_edu.pipelines.explorer.PromptExplorer` on the shipped miniature, seeded with
     the precomputed views when they were made with the shipped file (else it samples everything live)."""
-    from glide_edu.pipelines.explorer import PromptExplorer, load_views
     from glide_edu.fileio import sha256_file
+    from glide_edu.pipelines.explorer import PromptExplorer, load_views
 
     views = []
     if precomputed:

@@ -34,7 +34,8 @@ from glide_edu.checks import (
     raise_if_matches,
 )
 
-__all__ = ["byte_table", "check_tokens_and_mask", "check_text_conditioning", "check_guidance_prediction", "guidance_facts"]
+__all__ = ["byte_table", "check_tokens_and_mask", "check_text_conditioning", "check_guidance_prediction",
+           "guidance_facts"]
 
 END_TOKEN = 256  # the byte-level tokenizer's end/padding id
 

@@ -32,7 +32,6 @@ from safetensors.torch import save_file
 from torch import Tensor, nn
 
 from glide_edu.fileio import atomic_write
-
 from glide_edu.oracle import check, parse_caption
 
 METHODS = ("cfg", "clip", "none")
