@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from glide_edu.fileio import asset_path, assets_dir, atomic_write_text, sha256_file
+from glide_edu.fileio import asset_path, assets_dir, atomic_write, atomic_write_text, sha256_file
 
 __all__ = [
     "RESULTS_DIR",
@@ -101,14 +101,52 @@ def load_results(
             f"{path.name} has schema {data.get('schema')!r}, expected {schema!r}; regenerate it with: {regenerate}"
         )
     if check_checkpoints:
-        for entry in data.get("provenance", {}).get("checkpoints", {}).values():
-            shipped = Path(assets_dir(), *Path(entry["file"]).parts[1:]) if entry["file"].startswith("data/") else None
-            if shipped is None or not shipped.exists() or sha256_file(shipped) != entry["sha256"]:
-                raise StaleResultsError(
-                    f"{path.name} was computed with another {Path(entry['file']).name} than the one shipped; "
-                    f"regenerate it with: {regenerate}"
-                )
+        check_shipped_checkpoints(path, data.get("provenance", {}), regenerate)
     return data
+
+
+def check_shipped_checkpoints(path: str | os.PathLike, provenance: Mapping[str, Any], regenerate: str) -> None:
+    """Raise :class:`StaleResultsError` unless every checkpoint in ``provenance`` is the shipped file."""
+    for entry in provenance.get("checkpoints", {}).values():
+        shipped = Path(assets_dir(), *Path(entry["file"]).parts[1:]) if entry["file"].startswith("data/") else None
+        if shipped is None or not shipped.exists() or sha256_file(shipped) != entry["sha256"]:
+            raise StaleResultsError(
+                f"{Path(path).name} was computed with another {Path(entry['file']).name} than the one shipped; "
+                f"regenerate it with: {regenerate}"
+            )
+
+
+def save_image_views(path: str | os.PathLike, keys: Sequence[Mapping[str, Any]], images: Tensor, schema: str,
+                     provenance: Mapping[str, Any]) -> Path:
+    """Precomputed widget views: ``images`` (V, n, C, H, W) in [−1, 1] stored as 8-bit, one JSON ``key`` per
+    view (its settings and readouts), the ``schema`` and ``provenance`` in the metadata (atomic write)."""
+    from safetensors.torch import save_file
+
+    if images.ndim != 5 or images.shape[0] != len(keys):
+        raise ValueError(f"images {tuple(images.shape)} must be (V, n, C, H, W) with one view per key ({len(keys)})")
+    pixels = ((images.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).contiguous()
+    meta = {"glide_edu": json.dumps({"schema": schema, "views": list(keys), "provenance": dict(provenance)})}
+    return atomic_write(path, lambda tmp: save_file({"images": pixels}, tmp, metadata=meta))
+
+
+def load_image_views(path: str | os.PathLike, schema: str, regenerate: str, check_checkpoints: bool = True
+                     ) -> tuple[list[dict[str, Any]], Tensor, dict[str, Any]]:
+    """(keys, images (V, n, C, H, W) in [−1, 1], provenance) of :func:`save_image_views`; refused, with the
+    ``regenerate`` command, when missing, of another schema or made with other checkpoints than the shipped."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no precomputed views at {path.name}; make them with: {regenerate}")
+    with safe_open(path, framework="pt") as f:
+        meta = json.loads((f.metadata() or {}).get("glide_edu", "{}"))
+        images = f.get_tensor("images") if meta else None
+    if meta.get("schema") != schema:
+        raise StaleResultsError(f"{path.name} has schema {meta.get('schema')!r}, expected {schema!r}; "
+                                f"regenerate it with: {regenerate}")
+    if check_checkpoints:
+        check_shipped_checkpoints(path, meta.get("provenance", {}), regenerate)
+    return meta["views"], images.float() / 127.5 - 1, meta["provenance"]
 
 
 def curve_summary(rows: Sequence[Mapping[str, Any]], metric: str = "fid_proxy") -> dict[int, tuple[float, float]]:

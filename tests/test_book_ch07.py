@@ -47,3 +47,24 @@ def test_oracle_scores_repeat_with_the_seed(toy_run: Path) -> None:
     a = ch07.sample_prompts(pipe, prompts, 3.0, steps=2, seed=5)
     b = ch07.sample_prompts(pipe, prompts, 3.0, steps=2, seed=5)
     assert a.shape == (3, 3, 32, 32) and (a == b).all()
+
+
+def test_curve_extension_measures_only_new_snapshots(toy_run: Path, monkeypatch) -> None:
+    first = ch07.mini_training_curve(toy_run, every=2, n=2, seeds=(0,), scales=(3.0,), steps=2)
+    assert {r["step"] for r in first["rows"]} == {2}
+    measured = []
+    real = ch07.oracle_scores
+    monkeypatch.setattr(ch07, "oracle_scores", lambda *a, **k: measured.append(1) or real(*a, **k))
+    again = ch07.mini_training_curve(toy_run, every=1, n=2, seeds=(0,), scales=(3.0,), steps=2, extend=first)
+    assert [r["step"] for r in again["rows"]] == [1, 1, 2, 2]  # step 1 measured now, step 2 kept, sorted
+    assert len(measured) == 2  # two splits of the one new snapshot
+    with pytest.raises(ValueError, match="measure it anew"):
+        ch07.mini_training_curve(toy_run, every=1, n=3, seeds=(0,), scales=(3.0,), steps=2, extend=first)
+
+
+def test_regenerate_needs_exactly_one_product(capsys) -> None:
+    with pytest.raises(SystemExit):
+        ch07.regenerate([])
+    with pytest.raises(SystemExit):
+        ch07.regenerate(["--sweep", "--explorer"])
+    assert "one of the arguments" in capsys.readouterr().err

@@ -31,8 +31,10 @@ from glide_edu.results import (
     RESULTS_DIR,
     checkpoint_provenance,
     initial_noise,
+    load_image_views,
     load_results,
     run_provenance,
+    save_image_views,
     write_results,
 )
 from glide_edu.train_classifier import classifier_name, load_classifier
@@ -264,6 +266,47 @@ def guidance_view(models: ExplorerModels, label: int, scale: float, classifier: 
     return GuidanceView(samples, int(label), float(scale), classifier, accuracy, spread, elapsed)
 
 
+VIEWS_PATH = RESULTS_DIR / "classifier_guidance_views.safetensors"
+VIEWS_SCHEMA = "glide_edu.classifier_guidance_views/1"
+EXPLORER_SCALES = (0.0, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0)
+EXPLORER_CLASSIFIERS = ("noisy", "clean")
+
+
+def explorer_provenance() -> dict[str, Any]:
+    """The shipped files an explorer view depends on: the digits model, both classifiers, the evaluation net."""
+    from glide_edu.metrics import FEATURE_NET_PATH
+
+    files = {"digits_simple": shipped_checkpoint("digits_simple"), "fid_digits": FEATURE_NET_PATH,
+             **{name: shipped_checkpoint(classifier_name(name == "noisy")) for name in EXPLORER_CLASSIFIERS}}
+    return {name: checkpoint_provenance(path) for name, path in files.items()}
+
+
+def precompute_views(models: ExplorerModels, path: str | Path = VIEWS_PATH) -> Path:
+    """Every (digit, scale, classifier) of the explorer, sampled once and stored as 8-bit pictures with their
+    readouts, so the widget answers at once (``regenerate ch05 --views``)."""
+    from tqdm.auto import tqdm
+
+    start = time.perf_counter()
+    keys, images = [], []
+    jobs = [(d, s, c) for c in EXPLORER_CLASSIFIERS for d in range(10) for s in EXPLORER_SCALES]
+    for digit, scale, classifier in tqdm(jobs, desc="explorer views"):
+        view = guidance_view(models, digit, scale, classifier)
+        keys.append({"label": digit, "scale": scale, "classifier": classifier, "eval_accuracy": view.eval_accuracy,
+                     "diversity": view.diversity, "seconds": round(view.seconds, 3)})
+        images.append(view.samples.clamp(-1, 1))
+    provenance = run_provenance(REGENERATE + " --views", start, checkpoints=explorer_provenance(),
+                                steps=models.steps, n=int(models.x_T.shape[0]), seed=models.seed)
+    return save_image_views(path, keys, torch.stack(images), VIEWS_SCHEMA, provenance)
+
+
+def load_views(path: str | Path = VIEWS_PATH) -> dict[tuple[int, float, str], GuidanceView]:
+    """The precomputed explorer views by (digit, scale, classifier); refused when made with other files."""
+    keys, images, _ = load_image_views(path, VIEWS_SCHEMA, REGENERATE + " --views")
+    return {(k["label"], k["scale"], k["classifier"]): GuidanceView(x, k["label"], k["scale"], k["classifier"],
+                                                                   k["eval_accuracy"], k["diversity"], k["seconds"])
+            for k, x in zip(keys, images, strict=True)}
+
+
 def regenerate(argv: list[str] | None = None) -> None:
     """``python -m glide_edu.book regenerate ch05 [options]``: the scale sweep → classifier_guidance.json."""
     parser = chapter_parser("ch05", __doc__)
@@ -271,8 +314,13 @@ def regenerate(argv: list[str] | None = None) -> None:
     parser.add_argument("--n-samples", type=int, default=200)
     parser.add_argument("--steps", type=int, default=25)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path, default=RESULTS_PATH)
+    parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--views", action="store_true", help="instead of the sweep: the explorer's precomputed views")
     args = parser.parse_args(argv)
+    if args.views:
+        print(f"wrote {precompute_views(explorer_models(steps=10, n=8), args.out or VIEWS_PATH)}")
+        return
+    args.out = args.out or RESULTS_PATH
     results = sweep(args.scales, args.n_samples, args.steps, args.seed)
     print(format_sweep(results))
     print(f"wrote {write_results(results, args.out)} in {results['provenance']['seconds']} s")

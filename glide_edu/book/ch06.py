@@ -35,8 +35,10 @@ from glide_edu.results import (
     RESULTS_DIR,
     checkpoint_provenance,
     initial_noise,
+    load_image_views,
     load_results,
     run_provenance,
+    save_image_views,
     write_results,
 )
 
@@ -231,6 +233,37 @@ def load_cfg_curve(path: str | Path = CURVE_PATH, check_checkpoints: bool = True
     return load_results(path, CURVE_SCHEMA, REGENERATE + " --curve …", check_checkpoints)
 
 
+VIEWS_PATH = RESULTS_DIR / "digits_cfg_views.safetensors"
+VIEWS_SCHEMA = "glide_edu.digits_cfg_views/1"
+EXPLORER_SCALES = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 5.0, 8.0)
+
+
+def precompute_views(cm: CfgModel, net: DigitFeatureNet | None = None, path: str | Path = VIEWS_PATH) -> Path:
+    """Every (digit, scale) of the explorer (:func:`cfg_grid`, 8 samples, 10 steps, seed 0) sampled once and
+    stored as 8-bit pictures with their readouts (``regenerate ch06 --views``)."""
+    from tqdm.auto import tqdm
+
+    from glide_edu.metrics import FEATURE_NET_PATH
+
+    start = time.perf_counter()
+    net = net or load_feature_net()
+    keys, images = [], []
+    for digit, scale in tqdm([(d, s) for d in range(10) for s in EXPLORER_SCALES], desc="explorer views"):
+        samples, read = cfg_grid(cm, digit, scale, n=8, net=net)
+        keys.append({"digit": digit, "scale": scale, **read})
+        images.append(samples.clamp(-1, 1))
+    checkpoints = {cm.path.stem: cm.provenance(), "fid_digits": checkpoint_provenance(FEATURE_NET_PATH)}
+    provenance = run_provenance(REGENERATE + " --views", start, checkpoints=checkpoints, n=8, steps=10, seed=0)
+    return save_image_views(path, keys, torch.stack(images), VIEWS_SCHEMA, provenance)
+
+
+def load_views(path: str | Path = VIEWS_PATH) -> dict[tuple[int, float], tuple[Tensor, dict[str, float]]]:
+    """The precomputed explorer views: (digit, scale) → (samples (8, 1, 16, 16), readouts), like :func:`cfg_grid`."""
+    keys, images, _ = load_image_views(path, VIEWS_SCHEMA, REGENERATE + " --views")
+    return {(k["digit"], k["scale"]): (x, {"accuracy": k["accuracy"], "diversity": k["diversity"]})
+            for k, x in zip(keys, images, strict=True)}
+
+
 def regenerate(argv: list[str] | None = None) -> None:
     """``python -m glide_edu.book regenerate ch06 [options]``: the CFG sweep → digits_cfg.json."""
     parser = chapter_parser("ch06", __doc__)
@@ -247,7 +280,11 @@ def regenerate(argv: list[str] | None = None) -> None:
                              "digits-cfg with --snapshot-every), e.g. 0.1=runs/cfg10")
     parser.add_argument("--curve-extend", type=Path, default=None, metavar="JSON",
                         help="keep this earlier curve's rows and measure only the snapshots it lacks")
+    parser.add_argument("--views", action="store_true", help="instead of the sweep: the explorer's precomputed views")
     args = parser.parse_args(argv)
+    if args.views:
+        print(f"wrote {precompute_views(load_cfg_model(0.1), path=args.out or VIEWS_PATH)}")
+        return
     if args.curve_extend is not None and not args.curve:
         parser.error("--curve-extend needs --curve P=DIR (the runs whose new snapshots to measure)")
     if args.curve:

@@ -22,7 +22,7 @@ import torch
 
 from glide_edu.book import chapter_parser
 from glide_edu.oracle import caption_accuracy
-from glide_edu.pipelines.mini import MINI_CHECKPOINT, mini_text2im
+from glide_edu.pipelines.mini import MINI_CHECKPOINT, mini_text2im, mini_views_path, regenerate_mini_views
 from glide_edu.pretrained import shipped_checkpoint, snapshots
 from glide_edu.results import RESULTS_DIR, checkpoint_provenance, load_results, run_provenance, write_results
 from glide_edu.shapes import make_scenes
@@ -31,12 +31,7 @@ CURVE_PATH = RESULTS_DIR / "glide_mini_curve.json"
 SWEEP_PATH = RESULTS_DIR / "glide_mini_guidance.json"
 SWEEP_SCHEMA = "glide_edu.glide_mini_guidance/1"
 SWEEP_SCALES = (0.0, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0)
-VIEWS_PATH = RESULTS_DIR / "glide_mini_explorer.safetensors"
-EXPLORER_PROMPTS = ("a red circle", "a large green square", "two blue squares", "three red circles",
-                    "a yellow triangle", "a blue circle", "a red circle above a blue square",
-                    "a small purple triangle to the left of a green circle",
-                    "red apple", "a grinning face", "a red heart", "a cat face")
-EXPLORER_GRID = {"cfg": (1.5, 2.0, 3.0, 4.0, 6.0, 8.0), "none": ()}
+
 CURVE_SCHEMA = "glide_edu.glide_mini_curve/1"
 REGENERATE = "python -m glide_edu.book regenerate ch07"
 EVAL_SCALES = (1.0, 3.0)
@@ -65,13 +60,25 @@ def oracle_scores(pipe: Any, prompts: Sequence[str], scale: float, steps: int = 
 
 
 def mini_training_curve(run_dir: str | Path, every: int = 1000, n: int = 100, seeds: Sequence[int] = (0, 1),
-                        scales: Sequence[float] = EVAL_SCALES, steps: int = 25) -> dict[str, Any]:
-    """Oracle accuracy of every ``every``-th EMA snapshot of a glide-mini run, per scale and seed."""
+                        scales: Sequence[float] = EVAL_SCALES, steps: int = 25,
+                        extend: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Oracle accuracy of every ``every``-th EMA snapshot of a glide-mini run, per scale and seed.
+
+    ``extend``: an earlier curve with the same settings whose rows are kept; only snapshots it lacks are
+    measured (a run that went on, or a curve drawn while training).
+    """
     start = time.perf_counter()
     prompts = {"train": shapes_prompts(n, "train"), "heldout": shapes_prompts(n, "heldout")}
-    rows = []
+    rows: list[dict[str, Any]] = []
+    if extend is not None:
+        want = {"n_prompts": n, "steps": steps, "seeds": list(seeds), "scales": list(scales), "eval_seed": EVAL_SEED}
+        have = {k: extend["config"].get(k) for k in want}
+        if have != want:
+            raise ValueError(f"the curve to extend was measured with {have}, not {want}; measure it anew")
+        rows = list(extend["rows"])
+    done = {r["step"] for r in rows}
     for step, path in snapshots(run_dir).items():
-        if step % every:
+        if step % every or step in done:
             continue
         pipe = mini_text2im(path)
         for scale in scales:
@@ -80,6 +87,7 @@ def mini_training_curve(run_dir: str | Path, every: int = 1000, n: int = 100, se
                     acc = oracle_scores(pipe, caps, scale, steps, seed)
                     rows.append({"step": step, "scale": scale, "seed": seed, "split": split,
                                  **{k: round(v, 4) for k, v in acc.items()}})
+    rows.sort(key=lambda r: r["step"])
     try:
         shipped = {MINI_CHECKPOINT: checkpoint_provenance(shipped_checkpoint(MINI_CHECKPOINT))}
     except FileNotFoundError:
@@ -121,32 +129,6 @@ def sweep_table(results: dict[str, Any], key: str = "caption") -> dict[str, dict
             for split, by_scale in table.items()}
 
 
-def make_explorer(precomputed: bool = True, path: str | Path = VIEWS_PATH):
-    """The chapter's :class:`~glide_edu.pipelines.explorer.PromptExplorer` on the shipped miniature, seeded with
-    the precomputed views when they were made with the shipped file (else it samples everything live)."""
-    from glide_edu.fileio import sha256_file
-    from glide_edu.pipelines.explorer import PromptExplorer, load_views
-
-    views = []
-    if precomputed:
-        views, provenance = load_views(path)
-        shipped = sha256_file(shipped_checkpoint(MINI_CHECKPOINT))
-        if provenance["checkpoints"][MINI_CHECKPOINT]["sha256"] != shipped:
-            raise ValueError(f"{Path(path).name} was sampled with another miniature; regenerate it with: "
-                             f"{REGENERATE} --explorer")
-    return PromptExplorer(mini_text2im(), precomputed=views)
-
-
-def regenerate_explorer(path: str | Path = VIEWS_PATH) -> Path:
-    """Sample every view of :data:`EXPLORER_PROMPTS` × :data:`EXPLORER_GRID` and store them."""
-    from glide_edu.pipelines.explorer import precompute_views, save_views
-
-    start = time.perf_counter()
-    views = precompute_views(make_explorer(precomputed=False), EXPLORER_PROMPTS, EXPLORER_GRID)
-    shipped = {MINI_CHECKPOINT: checkpoint_provenance(shipped_checkpoint(MINI_CHECKPOINT))}
-    return save_views(path, views, run_provenance(REGENERATE + " --explorer", start, checkpoints=shipped))
-
-
 def load_mini_curve(path: str | Path = CURVE_PATH, check_checkpoints: bool = True) -> dict[str, Any]:
     """Read ``glide_mini_curve.json``; refuse it if its final model is not the shipped one."""
     return load_results(path, CURVE_SCHEMA, REGENERATE + " --curve …", check_checkpoints)
@@ -160,16 +142,19 @@ def regenerate(argv: list[str] | None = None) -> None:
     what.add_argument("--sweep", action="store_true", help="oracle accuracy vs CFG scale")
     what.add_argument("--explorer", action="store_true", help="the widget's precomputed views")
     parser.add_argument("--every", type=int, default=1000)
+    parser.add_argument("--curve-extend", type=Path, default=None, metavar="JSON",
+                        help="keep this earlier curve's rows and measure only the snapshots it lacks")
     parser.add_argument("--n-prompts", type=int, default=100)
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
     if args.explorer:
-        print(f"wrote {regenerate_explorer(args.out or VIEWS_PATH)}")
+        print(f"wrote {regenerate_mini_views(args.out or mini_views_path())}")
         return
     if args.sweep:
         results = guidance_sweep(n=args.n_prompts)
         out = args.out or SWEEP_PATH
     else:
-        results = mini_training_curve(args.curve, args.every, args.n_prompts)
+        extend = load_mini_curve(args.curve_extend, check_checkpoints=False) if args.curve_extend else None
+        results = mini_training_curve(args.curve, args.every, args.n_prompts, extend=extend)
         out = args.out or CURVE_PATH
     print(f"wrote {write_results(results, out)} in {results['provenance']['seconds']} s")

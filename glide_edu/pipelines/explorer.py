@@ -18,7 +18,6 @@ the guidance only. Views are cached, so revisiting a setting is instant; a fresh
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections.abc import Iterable, Sequence
@@ -27,12 +26,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import safe_open
-from safetensors.torch import save_file
 from torch import Tensor, nn
 
-from glide_edu.fileio import atomic_write
 from glide_edu.oracle import check, parse_caption
+from glide_edu.results import load_image_views, save_image_views
 
 METHODS = ("cfg", "clip", "none")
 
@@ -78,10 +75,12 @@ class PromptExplorer:
     ``clip`` an optional noised CLIP for the ``"clip"`` method (same image size)."""
 
     def __init__(self, cfg_pipe: Any, clip: nn.Module | None = None, n: int = 4, num_inference_steps: int = 20,
-                 seed: int = 0, cache_size: int = 1024, precomputed: Iterable[ExplorerView] = ()) -> None:
+                 seed: int = 0, cache_size: int = 1024, precomputed: Iterable[ExplorerView] = (),
+                 progress: bool = False) -> None:
         if n < 1 or num_inference_steps < 1:
             raise ValueError(f"n={n}, num_inference_steps={num_inference_steps}: both must be at least 1")
         self.cfg_pipe, self.n, self.steps, self.seed = cfg_pipe, n, num_inference_steps, seed
+        self.progress = progress  # a tqdm bar while a view is sampled live (a widget's fresh prompt)
         self.clip_pipe = None
         if clip is not None:
             from glide_edu.pipelines.clip_guided import ClipGuidedPipeline
@@ -109,7 +108,8 @@ class PromptExplorer:
         if key in self.cache:
             return self.cache[key]
         start = time.perf_counter()
-        common = {"batch_size": self.n, "num_inference_steps": self.steps, "seed": self.seed, "upsample": False}
+        common = {"batch_size": self.n, "num_inference_steps": self.steps, "seed": self.seed, "upsample": False,
+                  "progress": self.progress}
         if method == "clip":
             out = self.clip_pipe(prompt, guidance_scale=scale, **common)
         else:
@@ -129,32 +129,27 @@ def precompute_views(explorer: PromptExplorer, prompts: Sequence[str], grid: dic
     from tqdm.auto import tqdm
 
     jobs = [(p, m, s) for p in prompts for m, scales in grid.items() for s in (scales if m != "none" else [0.0])]
+    explorer.progress = False  # one bar for all views
     return [explorer(p, m, s) for p, m, s in tqdm(jobs, desc="explorer views", disable=not progress)]
-
-
-def save_views(path: str | os.PathLike, views: Sequence[ExplorerView], provenance: dict[str, Any]) -> Path:
-    """The views as one uint8 tensor (V, n, 3, H, W) plus their keys and ``provenance`` (atomic write)."""
-    images = torch.stack([((v.images.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8) for v in views])
-    keys = [{"prompt": v.prompt, "method": v.method, "scale": v.scale, "seconds": round(v.seconds, 3)}
-            for v in views]
-    meta = {"glide_edu": json.dumps({"schema": VIEWS_SCHEMA, "views": keys, "provenance": provenance})}
-    return atomic_write(path, lambda tmp: save_file({"images": images.contiguous()}, tmp, metadata=meta))
 
 
 VIEWS_SCHEMA = "glide_edu.explorer_views/1"
 
 
-def load_views(path: str | os.PathLike) -> tuple[list[ExplorerView], dict[str, Any]]:
-    """(views with their oracle verdicts recomputed from the stored pictures, provenance)."""
-    path = Path(path)
-    with safe_open(path, framework="pt") as f:
-        meta = json.loads(f.metadata()["glide_edu"])
-        images = f.get_tensor("images")
-    if meta.get("schema") != VIEWS_SCHEMA:
-        raise ValueError(f"{path.name} is not a file of explorer views ({VIEWS_SCHEMA}); regenerate it")
+def save_views(path: str | os.PathLike, views: Sequence[ExplorerView], provenance: dict[str, Any]) -> Path:
+    """The views as 8-bit pictures with their (prompt, method, scale) keys and ``provenance`` (atomic write)."""
+    keys = [{"prompt": v.prompt, "method": v.method, "scale": v.scale, "seconds": round(v.seconds, 3)}
+            for v in views]
+    return save_image_views(path, keys, torch.stack([v.images for v in views]), VIEWS_SCHEMA, provenance)
+
+
+def load_views(path: str | os.PathLike, regenerate: str = "its regeneration command",
+               check_checkpoints: bool = True) -> tuple[list[ExplorerView], dict[str, Any]]:
+    """(views with the oracle's verdicts recomputed from the stored pictures, provenance); refused when the
+    views were sampled with another checkpoint than the shipped one (``check_checkpoints``)."""
+    keys, images, provenance = load_image_views(path, VIEWS_SCHEMA, regenerate, check_checkpoints)
     views = []
-    for key, pictures in zip(meta["views"], images, strict=True):
-        x = pictures.float() / 127.5 - 1  # (n, 3, H, W)
+    for key, x in zip(keys, images, strict=True):  # x: (n, 3, H, W)
         verdicts = [check(img, key["prompt"]) for img in x] if is_shapes_caption(key["prompt"]) else None
         views.append(ExplorerView(key["prompt"], key["method"], float(key["scale"]), x, verdicts, key["seconds"]))
-    return views, meta["provenance"]
+    return views, provenance

@@ -8,6 +8,10 @@ and shapes (:mod:`glide_edu.train_text`). Its options name its tokenizer (bytes:
     out = pipe("a red apple", batch_size=4, guidance_scale=3.0, num_inference_steps=50, seed=0)
 
 works offline in seconds on a CPU; ``glide-edu sample --model mini "a red apple"`` is the same from a shell.
+
+:func:`mini_explorer` is the prompt explorer of the book's text-to-image widgets (chapters 7, 8, 11, 12) on
+the miniature, seeded with the views precomputed in ``data/results/glide_mini_explorer.safetensors``
+(``python -m glide_edu.book regenerate ch07 --explorer``).
 """
 
 from __future__ import annotations
@@ -20,6 +24,20 @@ import torch
 from glide_edu.pipelines.models import GlideModel
 
 MINI_CHECKPOINT = "glide_mini_base"
+EXPLORER_PROMPTS = ("a red circle", "a large green square", "two blue squares", "three red circles",
+                    "a yellow triangle", "a blue circle", "a red circle above a blue square",
+                    "a small purple triangle to the left of a green circle",
+                    "red apple", "a grinning face", "a red heart", "a cat face")
+EXPLORER_GRID: dict[str, tuple[float, ...]] = {"cfg": (1.5, 2.0, 3.0, 4.0, 6.0, 8.0), "none": ()}
+REGENERATE_VIEWS = "python -m glide_edu.book regenerate ch07 --explorer"
+
+
+def mini_views_path() -> Path:
+    """Where the miniature's precomputed explorer views are shipped."""
+    from glide_edu.results import RESULTS_DIR
+
+    return RESULTS_DIR / "glide_mini_explorer.safetensors"
+
 
 
 def mini_checkpoint_path(path: str | os.PathLike | None = None) -> Path:
@@ -47,3 +65,31 @@ def mini_text2im(path: str | os.PathLike | None = None, device: str | torch.devi
     file = mini_checkpoint_path(path)
     tokenizer = tokenizer_for(read_metadata(file)["options"])
     return Text2ImPipeline(load_mini_model(file), None, tokenizer, device)
+
+
+def mini_explorer(precomputed: bool = True, path: str | os.PathLike | None = None, progress: bool = True):
+    """A :class:`~glide_edu.pipelines.explorer.PromptExplorer` on the shipped miniature, seeded with its
+    precomputed views (refused, with the command to regenerate them, when they were sampled with another
+    miniature); ``precomputed=False`` samples every view live."""
+    from glide_edu.pipelines.explorer import PromptExplorer, load_views
+
+    views = []
+    if precomputed:
+        views, _ = load_views(path if path is not None else mini_views_path(), REGENERATE_VIEWS)
+    return PromptExplorer(mini_text2im(), precomputed=views, progress=progress)
+
+
+def regenerate_mini_views(path: str | os.PathLike | None = None) -> Path:
+    """Sample every view of :data:`EXPLORER_PROMPTS` × :data:`EXPLORER_GRID` with the shipped miniature and
+    store them (with the checkpoint's sha256) for :func:`mini_explorer`."""
+    import time
+
+    from glide_edu.pipelines.explorer import precompute_views, save_views
+    from glide_edu.pretrained import shipped_checkpoint
+    from glide_edu.results import checkpoint_provenance, run_provenance
+
+    start = time.perf_counter()
+    views = precompute_views(mini_explorer(precomputed=False), EXPLORER_PROMPTS, EXPLORER_GRID)
+    shipped = {MINI_CHECKPOINT: checkpoint_provenance(shipped_checkpoint(MINI_CHECKPOINT))}
+    provenance = run_provenance(REGENERATE_VIEWS, start, checkpoints=shipped)
+    return save_views(path if path is not None else mini_views_path(), views, provenance)
