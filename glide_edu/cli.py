@@ -201,6 +201,8 @@ def _common(parser: argparse.ArgumentParser, guidance: float, guidance_help: str
     precision = parser.add_mutually_exclusive_group()
     precision.add_argument("--fp16", action="store_true", help="half precision as the reference does it (GPU)")
     precision.add_argument("--bf16", action="store_true", help="bfloat16 autocast (recent GPUs and CPUs)")
+    precision.add_argument("--precision", choices=("fp32", "fp16", "bf16"), default=None,
+                           help="the same as --fp16 / --bf16 (fp32: neither), as glide-edu train spells it")
     parser.add_argument("--checkpoint-dir", type=Path, default=None, help="folder holding the official .pt files")
     parser.add_argument(
         "--cache-dir",
@@ -377,6 +379,8 @@ def main(argv: Sequence[str] | None = None, *, registry: Mapping[str, Any] | Non
         from glide_edu.train_run import main_cli
 
         return main_cli(args)
+    if getattr(args, "precision", None) is not None:  # one spelling for the code below
+        args.fp16, args.bf16 = args.precision == "fp16", args.precision == "bf16"
     if args.device is None:
         args.device = resolve_device(None)
     if getattr(args, "model", "official") == "official":

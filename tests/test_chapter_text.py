@@ -49,7 +49,7 @@ REGENERATED = {
     "05_classifier_guidance.md": ("ch05", "classifier_guidance.json"),
     "06_classifier_free_guidance.md": ("ch06", "digits_cfg.json"),
 }
-_QUOTE = r"≈ (\d+(?:\.\d+)?) (min|s) by `python -m glide_edu\.book regenerate {chapter}`"
+_QUOTE = r"≈ (\d+(?:\.\d+)?) (min|s) by `python -m glide_edu\.book regenerate {chapter}(?: --[a-z-]+)*`"
 
 
 def _header(chapter: Path) -> str:
@@ -78,3 +78,4 @@ def test_the_time_quote_is_parsed() -> None:
     header = "precomputed in ≈ 27 min by `python -m glide_edu.book regenerate ch04` and more"
     assert quoted_seconds(header, "ch04") == 27 * 60 and quoted_seconds(header, "ch05") is None
     assert quoted_seconds("≈ 40 s by `python -m glide_edu.book regenerate ch05`", "ch05") == 40
+    assert quoted_seconds("≈ 9 min by `python -m glide_edu.book regenerate ch07 --sweep`", "ch07") == 540

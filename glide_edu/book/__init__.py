@@ -22,8 +22,9 @@ REGENERABLE = {
     "ch04": "data/results/digits_sampling.json (samplers × steps × seeds, bits/dim; --grids: the widget's samples)",
     "ch05": "data/results/classifier_guidance.json — the guidance-scale sweep (--views: the explorer's views)",
     "ch06": "data/results/digits_cfg.json — the classifier-free guidance sweep (--views: the explorer's views)",
-    "ch07": "data/results/glide_mini_curve.json (--curve RUN: the miniature's training curve), glide_mini_guidance.json "
-            "(--sweep: oracle accuracy vs s), glide_mini_explorer.safetensors (--explorer: the widgets' views)",
+    "ch07": "data/results/glide_mini_curve.json (--curve RUN: the miniature's training curve), "
+            "glide_mini_guidance.json (--sweep: oracle accuracy vs s), "
+            "glide_mini_explorer.safetensors (--explorer: the widgets' views)",
 }
 
 
