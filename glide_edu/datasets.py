@@ -158,46 +158,69 @@ class WebDataset(torch.utils.data.IterableDataset):
     def __iter__(self) -> Iterator[tuple[Tensor, str]]:
         for shard in self.my_shards():
             before = self.skipped
-            yield from self._read(shard)
+            for parts in read_shard(shard):
+                sample = decode_sample(parts, self.size, self.channels)
+                if sample is None:
+                    self.skipped += 1
+                else:
+                    yield sample
             if self.skipped > before:
                 warnings.warn(f"{Path(shard).name}: skipped {self.skipped - before} sample(s) (damaged or "
                               "uncaptioned)", stacklevel=2)
 
-    def _read(self, shard: str) -> Iterator[tuple[Tensor, str]]:
-        key, parts = None, {}
-        try:
-            with tarfile.open(shard, mode="r|*") as tar:  # streamed: members in order, nothing seeks
-                for member in tar:
-                    if not member.isfile():
-                        continue
-                    base = os.path.basename(member.name)
-                    stem, _, ext = base.partition(".")
-                    sample_key = os.path.join(os.path.dirname(member.name), stem)
-                    if sample_key != key and key is not None:
-                        yield from self._sample(parts)
-                        parts = {}
-                    key = sample_key
-                    parts[ext.lower()] = tar.extractfile(member).read()
-        except (tarfile.TarError, OSError, EOFError):
-            self.skipped += 1  # a truncated or damaged shard: what was read is kept, the rest counted once
-        if parts:
-            yield from self._sample(parts)
 
-    def _sample(self, parts: dict[str, bytes]) -> Iterator[tuple[Tensor, str]]:
-        data = next((parts[e] for e in IMAGE_EXTS if e in parts), None)
-        caption = parts["txt"].decode("utf-8", "replace").strip() if "txt" in parts else ""
-        if not caption and "json" in parts:
-            try:
-                meta = json.loads(parts["json"])
-                caption = str(meta.get("caption") or meta.get("text") or "").strip()
-            except (json.JSONDecodeError, AttributeError):
-                caption = ""
-        if data is None or not caption:
-            self.skipped += 1
-            return
+DAMAGED = "__damaged__"  # the parts of a "sample" standing for the unreadable rest of a damaged shard
+
+
+def read_shard(shard: str) -> Iterator[dict[str, bytes]]:
+    """The raw samples of one webdataset shard, in file order: ``{ext: bytes}`` per key (nothing decoded).
+
+    A truncated or damaged tar ends the shard with one ``{DAMAGED: b""}`` entry (what was read before is kept),
+    so a consumer counts it as one skipped sample wherever it lands — never an exception mid-epoch.
+    """
+    key, parts = None, {}
+    try:
+        with tarfile.open(shard, mode="r|*") as tar:  # streamed: members in order, nothing seeks
+            for member in tar:
+                if not member.isfile():
+                    continue
+                base = os.path.basename(member.name)
+                stem, _, ext = base.partition(".")
+                sample_key = os.path.join(os.path.dirname(member.name), stem)
+                if sample_key != key and key is not None:
+                    yield parts
+                    parts = {}
+                key = sample_key
+                parts[ext.lower()] = tar.extractfile(member).read()
+    except (tarfile.TarError, OSError, EOFError):
+        if parts:
+            yield parts
+        yield {DAMAGED: b""}
+        return
+    if parts:
+        yield parts
+
+
+def sample_caption(parts: dict[str, bytes]) -> str:
+    """The caption of a raw sample: its ``txt``, else its ``json``'s ``caption``/``text`` ("" when none)."""
+    caption = parts["txt"].decode("utf-8", "replace").strip() if "txt" in parts else ""
+    if not caption and "json" in parts:
         try:
-            image = decode_image(data, self.size, self.channels)
-        except (OSError, ValueError, Image.DecompressionBombError):
-            self.skipped += 1
-            return
-        yield image, caption
+            meta = json.loads(parts["json"])
+            caption = str(meta.get("caption") or meta.get("text") or "").strip()
+        except (json.JSONDecodeError, AttributeError):
+            caption = ""
+    return caption
+
+
+def decode_sample(parts: dict[str, bytes], size: int, channels: int = 3) -> tuple[Tensor, str] | None:
+    """(image (channels, size, size) in [−1, 1], caption) of a raw sample, or None when it has no image, no
+    caption, or an image that does not decode (the caller counts it as skipped)."""
+    data = next((parts[e] for e in IMAGE_EXTS if e in parts), None)
+    caption = sample_caption(parts)
+    if data is None or not caption:
+        return None
+    try:
+        return decode_image(data, size, channels), caption
+    except (OSError, ValueError, Image.DecompressionBombError):
+        return None

@@ -65,3 +65,42 @@ def top_rows_mask(size: int, keep_rows: int, batch: int = 1, device: torch.devic
     mask = torch.zeros(batch, 1, size, size, device=device)
     mask[:, :, :keep_rows] = 1
     return mask
+
+
+def random_inpaint_masks(n: int, size: int, generator: torch.Generator | None = None) -> Tensor:
+    """(n, 1, size, size) training masks, 1 = known pixel, 0 = erased (the model fills it in).
+
+    GLIDE's paper fine-tunes for inpainting by erasing "random regions" of training images; the exact
+    distribution was not published. Ours: half the masks erase one axis-aligned rectangle (sides uniform in
+    [size/8, 3·size/4], anywhere), half erase free-form brush strokes (1–4 strokes, each a 4-point random walk
+    with steps up to size/3 per axis, drawn with a round brush of radius size/32…size/12), the two region kinds
+    of the inpainting literature. Every random number is drawn from ``generator`` up front, on the CPU.
+    """
+    g, strokes, vertices = generator, 4, 4
+    rect_kind = torch.rand(n, generator=g) < 0.5  # (n,)
+    lo, hi = max(1, size // 8), max(2, 3 * size // 4)
+    sides = torch.randint(lo, hi + 1, (n, 2), generator=g)  # (n, 2) height, width
+    corner = (torch.rand(n, 2, generator=g) * (size - sides + 1)).floor().long()  # (n, 2) top, left
+    n_strokes = torch.randint(1, strokes + 1, (n,), generator=g)
+    start = torch.rand(n, strokes, 1, 2, generator=g) * size
+    steps = (torch.rand(n, strokes, vertices - 1, 2, generator=g) * 2 - 1) * (size / 3)
+    verts = torch.cat([start, start + steps.cumsum(2)], dim=2).clamp(0, size - 1)  # (n, S, V, 2) as (y, x)
+    radius = size / 32 + torch.rand(n, strokes, 1, generator=g) * (size / 12 - size / 32)  # (n, S, 1)
+
+    pos = torch.arange(size)
+    rect = (((pos[None] >= corner[:, :1]) & (pos[None] < corner[:, :1] + sides[:, :1]))[:, :, None]
+            & ((pos[None] >= corner[:, 1:]) & (pos[None] < corner[:, 1:] + sides[:, 1:]))[:, None, :])  # (n, S, S)
+    yy, xx = torch.meshgrid(pos.float(), pos.float(), indexing="ij")
+    pixels = torch.stack([yy, xx], -1).reshape(1, 1, 1, -1, 2)  # (1, 1, 1, P, 2) pixel centres
+    used = (torch.arange(strokes)[None] < n_strokes[:, None])[:, :, None, None]  # (n, S, 1, 1)
+    drawn = torch.zeros(n, size * size, dtype=torch.bool)
+    chunk = max(1, 2**22 // (strokes * (vertices - 1) * size * size))  # bounded memory at 256 px
+    for i in range(0, n, chunk):
+        a, b = verts[i:i + chunk, :, :-1, None], verts[i:i + chunk, :, 1:, None]  # (c, S, V-1, 1, 2)
+        ab = b - a
+        along = (((pixels - a) * ab).sum(-1) / (ab * ab).sum(-1).clamp_min(1e-6)).clamp(0, 1)  # (c, S, V-1, P)
+        dist = (pixels - a - along[..., None] * ab).norm(dim=-1)  # distance of each pixel to each segment
+        near = (dist <= radius[i:i + chunk, :, :, None]) & used[i:i + chunk]
+        drawn[i:i + chunk] = near.flatten(1, 2).any(1)
+    erased = torch.where(rect_kind[:, None, None], rect, drawn.view(n, size, size))
+    return (~erased).float()[:, None]  # (n, 1, size, size)

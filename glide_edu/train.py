@@ -71,6 +71,9 @@ from glide_edu.train_io import TrainerFiles
 class Trainer(TrainerFiles):
     """Train ``model`` on ``images`` (N, C, H, W) in [−1, 1] (and optional ``labels``) with ``diffusion``.
 
+    Subclasses with ``local_batches = True`` (streamed data, :mod:`glide_edu.train_stream`) return this rank's
+    slice from :meth:`batch` and draw its timesteps and noise from a per-rank generator (:meth:`batch_seed`).
+
     Args:
         model: ε_θ (a ``UNetModel`` or any module called as ``model(x_t, t, **kwargs)``).
         diffusion: the training process (T steps, no respacing).
@@ -109,7 +112,7 @@ class Trainer(TrainerFiles):
         self.rank, self.world_size = ddp.rank_and_world()
         ddp.check_divisible(cfg.batch_size, self.world_size)
         torch.manual_seed(cfg.seed + self.rank)  # dropout and other module randomness, per rank
-        self.generator = torch.Generator().manual_seed(cfg.seed)  # batches, timesteps, noise (drawn on the CPU)
+        self.generator = torch.Generator().manual_seed(self.batch_seed())  # batches, timesteps, noise (on the CPU)
         self.device = resolve_training_device(cfg.device, int(os.environ.get("LOCAL_RANK", "0")))
         model.to(self.device)
         if cfg.grad_checkpointing:
@@ -159,6 +162,24 @@ class Trainer(TrainerFiles):
             if latest is not None:
                 self.load(latest)
 
+    local_batches = False  # True: batch() returns this rank's examples, not the global batch
+
+    def batch_seed(self) -> int:
+        """Seed of ``generator``: the same on every rank, since each draws the global batch and takes its slice."""
+        return self.config.seed
+
+    @property
+    def sample_shape(self) -> tuple[int, ...]:
+        """(C, H, W) of one training image (and of a grid's samples)."""
+        return tuple(self.images.shape[1:])
+
+    def data_state(self) -> dict[str, Tensor]:
+        """Extra tensors a checkpoint keeps for the data source (collective: every rank calls it); none here."""
+        return {}
+
+    def load_data_state(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`data_state` saved (``state``: the checkpoint's ``optimizer.pt``)."""
+
     @staticmethod
     def _check_sampling(cfg: TrainConfig, num_timesteps: int) -> None:
         grids = cfg.sample_every > 0  # the grid settings matter only when grids are drawn
@@ -180,10 +201,11 @@ class Trainer(TrainerFiles):
             raise ValueError("images must be finite and scaled to [-1, 1] (x / 127.5 - 1 for 8-bit data)")
         cfg = getattr(model, "config", None)
         if cfg is not None and hasattr(cfg, "image_size"):
-            if images.shape[1] != cfg.in_channels or images.shape[-1] != cfg.image_size:
+            channels = getattr(model, "data_channels", cfg.in_channels)  # (an upsampler's 6 inputs are 3 + 3)
+            if images.shape[1] != channels or images.shape[-1] != cfg.image_size:
                 raise ValueError(
                     f"images are {tuple(images.shape[1:])} but the model expects "
-                    f"({cfg.in_channels}, {cfg.image_size}, {cfg.image_size}); resize the data or change the config"
+                    f"({channels}, {cfg.image_size}, {cfg.image_size}); resize the data or change the config"
                 )
         if labels is not None and (labels.ndim != 1 or labels.shape[0] != images.shape[0]):
             raise ValueError(f"labels must have shape ({images.shape[0]},), got {tuple(labels.shape)}")
@@ -212,10 +234,10 @@ class Trainer(TrainerFiles):
     def train_step(self) -> dict[str, float]:
         """One optimiser step (of micro-batches, when ``micro_batch`` is set); returns the logged scalars."""
         self.model.train()
-        x0, kwargs = self.batch()  # the global batch: the same draw on every rank
+        x0, kwargs = self.batch()  # the global batch: the same draw on every rank (local_batches: this rank's)
         t, weights = self.sampler.sample(x0.shape[0], generator=self.generator)
         noise = torch.randn(x0.shape, generator=self.generator)
-        if self.world_size > 1:  # this rank's slice of it
+        if self.world_size > 1 and not self.local_batches:  # this rank's slice of it
             x0, t, weights, noise = (ddp.shard(v, self.rank, self.world_size) for v in (x0, t, weights, noise))
             kwargs = {k: ddp.shard(v, self.rank, self.world_size) for k, v in kwargs.items()}
         x0, t, weights, noise = (v.to(self.device) for v in (x0, t, weights, noise))

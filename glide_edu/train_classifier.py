@@ -4,7 +4,8 @@
   diffusion as the digits model (the **noisy** classifier), or on clean x_0 with t = 0 (the **clean**
   control); :func:`accuracy_vs_t` measures either on noised test digits.
 * :func:`save_classifier` / :func:`load_classifier` — small safetensors checkpoints with provenance;
-  :func:`train_and_save_classifier` is the recipe behind ``python -m glide_edu.recipes classifier``.
+  :func:`train_and_save_classifier` is the recipe behind ``python -m glide_edu.recipes classifier``, and
+  :func:`classifier_run` (a :class:`ClassifierTrainConfig`) behind ``glide-edu train classifier-noisy``.
 
 The gradient that steers sampling, s·∇ log p_φ(y | x_t, t), is :func:`glide_edu.guidance.classifier_cond_fn`.
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +41,8 @@ __all__ = [
     "save_classifier",
     "load_classifier",
     "train_and_save_classifier",
+    "ClassifierTrainConfig",
+    "classifier_run",
 ]
 
 DIGITS_CLASSIFIER = ClassifierConfig()  # 16×16, widths 32/64/64, 1 ResBlock per level, attention pool
@@ -46,6 +50,28 @@ CLASSIFIER_STEPS = 6000  # the noisy classifier (2000 steps: held-out accuracy 1
 # the clean task converges much sooner (train accuracy 1.0 by step 800)
 CLEAN_CLASSIFIER_STEPS = 1000
 EVAL_TIMESTEPS = (0, 50, 100, 200, 300, 400, 500, 600, 700, 800, 900, 999)
+
+
+@dataclass
+class ClassifierTrainConfig:
+    """``[train]`` of a ``kind = "classifier"`` config: :func:`train_classifier`'s arguments (the recipe's
+    defaults: AdamW 1e-3, weight decay 0.05, batch 64, lr annealed linearly to 0)."""
+
+    steps: int = CLASSIFIER_STEPS
+    batch_size: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 0.05
+    noised: bool = True  # False: the clean control (x_0, t = 0 only)
+    seed: int = 0
+    log_every: int = 200
+    progress: bool = True
+
+    def validate(self) -> None:
+        if not (self.steps >= 1 and self.batch_size >= 1 and self.lr > 0 and self.weight_decay >= 0
+                and self.log_every >= 1):
+            raise ValueError(f"bad classifier training options: steps = {self.steps} (≥ 1), batch_size = "
+                             f"{self.batch_size} (≥ 1), lr = {self.lr} (> 0), weight_decay = {self.weight_decay} "
+                             f"(≥ 0), log_every = {self.log_every} (≥ 1) are needed")
 
 
 def classifier_name(noised: bool) -> str:
@@ -163,33 +189,48 @@ def load_classifier(name_or_path: str | Path = "digits_classifier_noisy") -> tup
     return model.eval(), meta
 
 
+def classifier_run(out: Path, model_config: ClassifierConfig = DIGITS_CLASSIFIER,
+                   train: ClassifierTrainConfig | None = None, diffusion_config: dict[str, Any] | None = None,
+                   info: dict[str, Any] | None = None) -> tuple[Path, list[dict[str, float]]]:
+    """Train a digits classifier (noisy or clean, ``train``) on the diffusion ``diffusion_config`` (default:
+    the shipped digits model's), measure its accuracy against t on the test digits, and write it to ``out``
+    with ``info`` and that provenance; returns (path, history)."""
+    train = train or ClassifierTrainConfig()
+    train.validate()
+    model_config.validate()
+    diffusion_cfg = dict(diffusion_config or digits_diffusion_config())
+    diffusion = create_diffusion(**diffusion_cfg)
+    start = time.perf_counter()
+    model, history = train_classifier(train.noised, train.steps, train.batch_size, train.lr, train.weight_decay,
+                                      model_config, diffusion, train.seed, train.log_every, train.progress)
+    seconds = time.perf_counter() - start
+    x_test, y_test = load_digits(model_config.image_size, "test")
+    acc = accuracy_vs_t(model, diffusion, x_test, y_test, clean=not train.noised)
+    record = {
+        **(info or {}),
+        "noised": train.noised,
+        "steps": train.steps,
+        "batch_size": train.batch_size,
+        "train_seconds": round(seconds, 1),
+        "threads": torch.get_num_threads(),
+        "final_loss": history[-1]["loss"],
+        "test_accuracy_vs_t": {str(k): round(v, 4) for k, v in acc.items()},
+        "diffusion_of": "digits_simple" if diffusion_config is None else "the config's [diffusion]",
+        "weights": "stored as float16",
+    }
+    return save_classifier(out, model, diffusion_cfg, record), history
+
+
 def train_and_save_classifier(
     noised: bool, steps: int | None = None, out: Path | None = None, seed: int = 0, progress: bool = True
 ) -> Path:
     """The recipe behind ``python -m glide_edu.recipes classifier --noised|--clean``."""
-    diffusion_cfg = digits_diffusion_config()
-    diffusion = create_diffusion(**diffusion_cfg)
     steps = steps if steps is not None else (CLASSIFIER_STEPS if noised else CLEAN_CLASSIFIER_STEPS)
     if steps < 1:
         raise ValueError(f"steps={steps}: a classifier needs at least 1 training step")
     if out is None:
         raise ValueError("give out=… (--out): where to write the classifier; recipes never default to a shipped file")
-    start = time.perf_counter()
-    model, history = train_classifier(noised, steps, diffusion=diffusion, seed=seed, progress=progress)
-    seconds = time.perf_counter() - start
-    x_test, y_test = load_digits(16, "test")
-    acc = accuracy_vs_t(model, diffusion, x_test, y_test, clean=not noised)
     flag = "--noised" if noised else "--clean"
-    info = {
-        "command": f"python -m glide_edu.recipes classifier {flag}",
-        "noised": noised,
-        "steps": steps,
-        "batch_size": 64,
-        "train_seconds": round(seconds, 1),
-        "threads": torch.get_num_threads(),
-        "final_loss": history[-1]["loss"],
-        "test_accuracy_vs_t": {str(k): round(v, 4) for k, v in acc.items()},
-        "diffusion_of": "digits_simple",
-        "weights": "stored as float16",
-    }
-    return save_classifier(out, model, diffusion_cfg, info)
+    train = ClassifierTrainConfig(steps=steps, noised=noised, seed=seed, progress=progress)
+    info = {"command": f"python -m glide_edu.recipes classifier {flag}"}
+    return classifier_run(out, DIGITS_CLASSIFIER, train, info=info)[0]

@@ -40,7 +40,7 @@ class TrainerFiles:
         from glide_edu.plotting import make_grid, to_pil
 
         cfg = self.config
-        n, shape = cfg.sample_count, (cfg.sample_count, *self.images.shape[1:])
+        n, shape = cfg.sample_count, (cfg.sample_count, *self.sample_shape)
         kwargs = {k: v.to(self.device) for k, v in self.grid_kwargs(n).items()}
         model, was_training = self.ema_model, self.ema_model.training
         model.eval()
@@ -154,6 +154,7 @@ class TrainerFiles:
             state["torch_rng_ranks"] = ddp.all_gather_cat(rng[None])
             if "cuda_rng" in state:
                 state["cuda_rng_ranks"] = ddp.all_gather_cat(state["cuda_rng"][None])
+        state.update(self.data_state())  # (collective under DDP: every rank is here)
         if isinstance(self.sampler, LossSecondMomentResampler):
             state["sampler_history"] = torch.from_numpy(self.sampler._history.copy())
             state["sampler_counts"] = torch.from_numpy(self.sampler._counts.copy())
@@ -216,6 +217,7 @@ class TrainerFiles:
             mine = cuda[self.rank] if cuda is not None and cuda.shape[0] == self.world_size else state["cuda_rng"]
             torch.cuda.set_rng_state(mine.clone(), self.device)
         self.generator.set_state(state["generator"])
+        self.load_data_state(state)
         if "blowup_recent" in state:
             self._recent = state["blowup_recent"].tolist()
             self._best_recent = float(state["blowup_best"])

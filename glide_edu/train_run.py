@@ -2,13 +2,18 @@
 
 A config names what to build, on which data, with which options — the same dataclasses the recipes use::
 
-    kind = "unet"                       # "unet": ADM UNet (optionally class-conditional); "glide": GLIDE text
-                                        # model; "clip": a CLIP (noised or clean; one process)
-    [data]                              # source = "digits" | "folder" | "book-captions" | "caption-folder"
-    [model]                             # UNetConfig fields ("unet"), GLIDE option names ("glide"), or
-                                        # preset = "mini" | "eval" and ClipConfig fields ("clip")
-    [diffusion]                         # steps, noise_schedule, model_var_type ("unet" only)
-    [train]                             # TrainConfig fields: steps, batch_size, lr, ema_rate, …
+    kind = "unet"                       # "unet": ADM UNet (optionally class-conditional); "glide": a GLIDE
+                                        # network (base, upsampler, inpainting: [model] super_res / inpaint);
+                                        # "clip": a CLIP (noised or clean); "classifier": the noisy classifier
+    [data]                              # source = "digits" | "folder" | "book-captions" | "caption-folder" |
+                                        # "webdataset" (tar shards, streamed: shards, image_size, …)
+    [model]                             # UNetConfig fields ("unet"), GLIDE option names ("glide"),
+                                        # preset = "mini" | "eval" and ClipConfig fields ("clip"), or
+                                        # ClassifierConfig fields ("classifier")
+    [diffusion]                         # steps, noise_schedule, model_var_type ("unet"; "classifier": the
+                                        # diffusion it classifies noised images of)
+    [train]                             # TrainConfig fields: steps, batch_size, lr, ema_rate, … (ClipTrainConfig,
+                                        # ClassifierTrainConfig for those kinds)
     [log]                               # tensorboard = true: also TensorBoard event files (metrics.csv always)
 
 The book's models ship as configs (``glide-edu train --list``): ``glide-edu train digits-hybrid --run-dir R
@@ -24,21 +29,26 @@ import argparse
 import csv
 import json
 import time
-from dataclasses import fields
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from glide_edu.train_kinds import (  # noqa: F401  (re-exported: the config checks are part of this module's API)
+    GLIDE_DATA,
+    KINDS,
+    SAMPLING_OPTIONS,
+    SECTIONS,
+    SOURCES,
+    ConfigError,
+    _dataclass,
+    check_config,
+    classifier_parts,
+    clip_parts,
+    glide_parts,
+    stream_parts,
+)
+
 # torch and the models are imported where they are used: `glide-edu --help` stays fast.
-
-KINDS = ("unet", "glide", "clip")
-SOURCES = {"unet": ("digits", "folder"), "glide": ("book-captions", "caption-folder"),
-           "clip": ("book-captions", "caption-folder")}
-SECTIONS = ("data", "model", "diffusion", "train", "log")
-
-
-class ConfigError(ValueError):
-    """A configuration file that cannot be trained (the message names the key and the fix)."""
 
 
 def shipped_configs() -> dict[str, Path]:
@@ -91,65 +101,6 @@ def apply_overrides(config: dict[str, Any], overrides: list[str]) -> dict[str, A
     return config
 
 
-def _dataclass(cls: type, values: dict[str, Any], section: str) -> Any:
-    known = {f.name for f in fields(cls)}
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise ConfigError(f"[{section}] has unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
-    tuples = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
-    try:
-        return cls(**tuples)
-    except TypeError as err:
-        raise ConfigError(f"[{section}]: {err}") from None
-
-
-def check_config(config: dict[str, Any]) -> dict[str, Any]:
-    """Validate the structure (one clear error for the first problem); returns the config."""
-    kind = config.get("kind")
-    if kind not in KINDS:
-        raise ConfigError(f"kind = {kind!r}: choose one of {', '.join(KINDS)}")
-    extra = sorted(set(config) - {"kind", "description", *SECTIONS})
-    if extra:
-        raise ConfigError(f"unknown top-level key(s) {', '.join(extra)}; a config has kind, description and the "
-                          f"sections {', '.join(SECTIONS)}")
-    unknown_log = sorted(set(config.get("log", {})) - {"tensorboard"})
-    if unknown_log:
-        raise ConfigError(f"[log] has unknown key(s) {', '.join(unknown_log)}; known: tensorboard")
-    source = config.get("data", {}).get("source")
-    if source not in SOURCES[kind]:
-        raise ConfigError(f"[data] source = {source!r}: a {kind} model trains on {' or '.join(SOURCES[kind])}")
-    if kind == "clip":
-        clip_parts(config)
-        return config
-    from glide_edu.train_config import TrainConfig
-
-    _dataclass(TrainConfig, config.get("train", {}), "train").validate()
-    return config
-
-
-def clip_parts(config: dict[str, Any]) -> tuple[Any, Any]:
-    """(ClipConfig, ClipTrainConfig) of a ``kind = "clip"`` config: [model] preset ("mini": the noised CLIP's and
-    its control's architecture, "eval": the evaluator's) with ClipConfig fields on top; [train] ClipTrainConfig."""
-    from dataclasses import replace
-
-    from glide_edu.train_clip import EVAL_CLIP, MINI_CLIP, ClipTrainConfig
-
-    model = dict(config.get("model", {}))
-    presets = {"mini": MINI_CLIP, "eval": EVAL_CLIP}
-    preset = model.pop("preset", "mini")
-    if preset not in presets:
-        raise ConfigError(f"[model] preset = {preset!r}: a CLIP preset is one of {', '.join(presets)}")
-    known = {f.name for f in fields(MINI_CLIP)}
-    if set(model) - known:
-        raise ConfigError(f"[model] has unknown key(s) {', '.join(sorted(set(model) - known))}; known: preset, "
-                          f"{', '.join(sorted(known))}")
-    train = _dataclass(ClipTrainConfig, config.get("train", {}), "train")
-    if train.steps < 1 or train.batch_size < 2 or not train.lr > 0:
-        raise ConfigError(f"[train] steps = {train.steps} (≥ 1), batch_size = {train.batch_size} (≥ 2), "
-                          f"lr = {train.lr} (> 0) are needed")
-    return replace(presets[preset], **model), train
-
-
 def build(config: dict[str, Any], run_dir: Path | None) -> tuple[Any, dict[str, Any]]:
     """(Trainer, what to write at the end) for a checked config."""
     from glide_edu.nn.unet import UNetConfig
@@ -160,9 +111,17 @@ def build(config: dict[str, Any], run_dir: Path | None) -> tuple[Any, dict[str, 
     data, train_cfg = config["data"], _dataclass(TrainConfig, config.get("train", {}), "train")
     if config["kind"] == "glide":
         from glide_edu.captions import book_captions
-        from glide_edu.train_text import MINI_OPTIONS, text_trainer
+        from glide_edu.train_text import text_trainer
 
-        options = {**MINI_OPTIONS, **config.get("model", {})}
+        options, task, p_uncond = glide_parts(config)
+        spec = {"format": "glide", "options": options, "kind": task.kind}
+        low = {"low_res_size": task.low_res_size} if task.super_res else {}  # an upsampler's task is run-defining
+        if data["source"] == "webdataset":  # tar shards, streamed: nothing held in memory
+            from glide_edu.train_stream import stream_trainer
+
+            trainer = stream_trainer(options, stream_parts(config, options), train_cfg, p_uncond=p_uncond,
+                                     run_dir=run_dir, model_config={"glide_options": options, **low}, task=task)
+            return trainer, spec
         n_shapes = int(data.get("n_shapes", 20000))
         if data["source"] == "caption-folder":  # your own captioned images (glide_edu.datasets), in memory
             from glide_edu.datasets import load_captioned_folder
@@ -173,9 +132,9 @@ def build(config: dict[str, Any], run_dir: Path | None) -> tuple[Any, dict[str, 
         else:
             captions = book_captions("train", n_shapes, train_cfg.seed)
         trainer = text_trainer(options, captions.images, captions.captions, train_cfg,
-                               weights=getattr(captions, "weights", None), p_uncond=float(data.get("p_uncond", 0.2)),
-                               run_dir=run_dir, model_config={"glide_options": options, "n_shapes": n_shapes})
-        return trainer, {"format": "glide", "options": options}
+                               weights=getattr(captions, "weights", None), p_uncond=p_uncond, run_dir=run_dir,
+                               model_config={"glide_options": options, "n_shapes": n_shapes, **low}, task=task)
+        return trainer, spec
     from glide_edu.data import load_digits, load_image_folder
     if data["source"] == "digits":
         images, labels = load_digits(16, "train")
@@ -206,9 +165,11 @@ class RunLog:
 
     FIELDS = ("step", "loss", "mse", "vb", "grad_norm", "skipped", "loss_scale")
 
-    def __init__(self, run_dir: Path | None, every: int, tensorboard: bool = False) -> None:
+    def __init__(self, run_dir: Path | None, every: int, tensorboard: bool = False, extra: tuple[str, ...] = ()
+                 ) -> None:
         self.path = run_dir / "metrics.csv" if run_dir is not None else None
         self.every, self.writer = max(1, every), None
+        self.fields = (*self.FIELDS, *extra)  # extra: a trainer's own columns (streamed data: data_seen, …)
         if tensorboard:
             if run_dir is None:
                 raise ConfigError("tensorboard logging needs --run-dir (the event files go to <run-dir>/tensorboard)")
@@ -226,7 +187,7 @@ class RunLog:
             return
         new = not self.path.exists()
         with self.path.open("a", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(self.FIELDS), extrasaction="ignore")
+            writer = csv.DictWriter(f, fieldnames=list(self.fields), extrasaction="ignore")
             if new:
                 writer.writeheader()
             writer.writerow(logs)
@@ -250,9 +211,12 @@ def train_from_config(config: dict[str, Any], out: Path, run_dir: Path | None, r
         check_writable(out.parent)
     if config["kind"] == "clip":
         return _train_clip(config, out, run_dir)
+    if config["kind"] == "classifier":
+        return _train_classifier(config, out, run_dir, resume)
     trainer, spec = build(config, run_dir)
     start = time.perf_counter()
-    log = RunLog(run_dir, trainer.config.log_every, bool(config.get("log", {}).get("tensorboard", False)))
+    log = RunLog(run_dir, trainer.config.log_every, bool(config.get("log", {}).get("tensorboard", False)),
+                 getattr(trainer, "LOG_FIELDS", ()))
     history = trainer.train(callback=log)
     info = {"command": "glide-edu train", "config": config, "steps": trainer.step,
             "train_seconds_this_run": round(time.perf_counter() - start, 1), "world_size": trainer.world_size,
@@ -260,7 +224,7 @@ def train_from_config(config: dict[str, Any], out: Path, run_dir: Path | None, r
     ema = trainer.full_ema()  # (FSDP: gathered on every rank; rank 0 writes)
     if trainer.rank == 0:
         if spec["format"] == "glide":
-            save_glide_checkpoint(out, ema, spec["options"], "base", info)
+            save_glide_checkpoint(out, ema, spec["options"], spec["kind"], info)
         else:
             save_small_checkpoint(out, ema, spec["unet"], spec["diffusion"], info)
     ddp.barrier()
@@ -284,6 +248,28 @@ def _train_clip(config: dict[str, Any], out: Path, run_dir: Path | None) -> Path
         folder = load_captioned_folder(data["path"], clip_config.image_size)
         return train_clip(out, clip_config, train, folder.images, folder.captions, run_dir=run_dir)
     return train_clip(out, clip_config, train, run_dir=run_dir)  # the book's captions, emoji/shapes weighted
+
+
+def _train_classifier(config: dict[str, Any], out: Path, run_dir: Path | None, resume: bool) -> Path:
+    """The noisy (or clean) classifier of chapter 5 (:func:`glide_edu.train_classifier.classifier_run`): one
+    process, minutes on a CPU, no checkpoints; with a run_dir its history goes to ``metrics.csv``."""
+    from glide_edu import distributed as ddp
+    from glide_edu.train_classifier import classifier_run
+
+    if ddp.rank_and_world()[1] > 1:
+        raise ConfigError("classifier training runs in one process; start it without torchrun")
+    if resume:
+        raise ConfigError("a classifier run keeps no checkpoints to resume (it trains in minutes); run it again "
+                          "without --resume")
+    model, train, diffusion = classifier_parts(config)
+    path, history = classifier_run(out, model, train, diffusion, info={"command": "glide-edu train", "config": config})
+    if run_dir is not None:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        with (run_dir / "metrics.csv").open("w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=["step", "loss", "accuracy"])
+            writer.writeheader()
+            writer.writerows(history)
+    return path
 
 
 def add_parser(modes: Any, formatter: type) -> argparse.ArgumentParser:
@@ -328,8 +314,11 @@ def run_cli(args: argparse.Namespace) -> Path | None:
     """The ``train`` mode of ``glide-edu``: the written file (None after ``--list`` and on ranks > 0); raises
     ConfigError/ValueError/OSError."""
     if args.list:
-        for name, path in sorted(shipped_configs().items()):
-            print(f"{name:16s} {read_config(path).get('description', '')}")
+        configs = {name: read_config(path) for name, path in sorted(shipped_configs().items())}
+        width = max(map(len, configs))
+        print(f"{'config':{width}s}  {'kind':10s} description")
+        for name, config in configs.items():
+            print(f"{name:{width}s}  {config.get('kind', '?'):10s} {config.get('description', '')}")
         return None
     if args.config is None or args.out is None:
         raise ConfigError("give a CONFIG and --out FILE (e.g. glide-edu train digits-hybrid --out model.safetensors)")

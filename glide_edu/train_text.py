@@ -12,17 +12,21 @@ shapes (:mod:`glide_edu.captions`), 32×32, with byte-level tokens (no vocabular
 
 ``python -m glide_edu.recipes glide-mini --run-dir R`` trains it resumably; snapshots and the final file are
 GLIDE checkpoints in the small format (:func:`glide_edu.pretrained.save_glide_checkpoint`).
+
+The same trainer trains GLIDE's other networks (:class:`GlideTask`, from the options' ``super_res`` and
+``inpaint``): the upsampler sees the training image downsampled, the inpainting models a random mask.
 """
 
 from __future__ import annotations
 
 import os
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from glide_edu.captions import book_captions, tokenize_captions
@@ -63,6 +67,64 @@ GRID_PROMPTS = ("red apple", "a grinning face", "a large red circle", "two blue 
                 "a small green triangle above a purple square", "a yellow triangle", "a red heart", "")
 
 
+@dataclass(frozen=True)
+class GlideTask:
+    """What a GLIDE network learns (its options' ``super_res`` / ``inpaint``) and the inputs a batch gets for it.
+
+    * Upsamplers: ``low_res`` = the training image downsampled to ``low_res_size`` by area averaging (how
+      improved-diffusion's ``super_res_train.py`` makes it); the network upsamples it bilinearly and
+      concatenates it after x_t. GLIDE's 64 → 256 upsampler has ``low_res_size`` 64, a quarter of its size.
+    * Inpainting: a random mask per image (:func:`glide_edu.inpaint.random_inpaint_masks`, 1 = known) and
+      ``inpaint_image`` = x_0·mask; the network's input is [x_t, x_0·mask, mask(, low_res↑)], the official order.
+    """
+
+    super_res: bool = False
+    inpaint: bool = False
+    low_res_size: int = 0  # upsamplers only: the base model's resolution
+
+    @classmethod
+    def from_options(cls, options: dict[str, Any], low_res_size: int | None = None) -> GlideTask:
+        """The task of a GLIDE option dictionary; an upsampler's ``low_res_size`` defaults to image_size / 4."""
+        size, super_res = int(options["image_size"]), bool(options.get("super_res"))
+        low = int(low_res_size or size // 4) if super_res else 0
+        if super_res and not 1 <= low < size:
+            raise ValueError(f"low_res_size = {low}: an upsampler's low-res input must be smaller than its "
+                             f"image_size {size} (GLIDE: 64 for 256)")
+        return cls(super_res, bool(options.get("inpaint")), low)
+
+    @property
+    def kind(self) -> str:
+        """"base", "upsample", "base-inpaint" or "upsample-inpaint" (the released checkpoints' names)."""
+        return {(False, False): "base", (True, False): "upsample", (False, True): "base-inpaint",
+                (True, True): "upsample-inpaint"}[(self.super_res, self.inpaint)]
+
+    def inputs(self, x0: Tensor, generator: torch.Generator) -> dict[str, Tensor]:
+        """The model inputs beyond the caption for a batch x0 (B, 3, S, S); the base model needs none (and no
+        random numbers are drawn for it)."""
+        from glide_edu.inpaint import random_inpaint_masks
+
+        kwargs: dict[str, Tensor] = {}
+        if self.inpaint:
+            mask = random_inpaint_masks(x0.shape[0], x0.shape[-1], generator)  # (B, 1, S, S)
+            kwargs |= {"inpaint_image": x0 * mask, "inpaint_mask": mask}
+        if self.super_res:
+            kwargs["low_res"] = F.interpolate(x0, size=self.low_res_size, mode="area")  # (B, 3, s, s)
+        return kwargs
+
+    def grid_inputs(self, images: Tensor) -> dict[str, Tensor]:
+        """The fixed inputs of sample grids from ``images`` (n, 3, S, S): their low-res versions, and for
+        inpainting the top half kept."""
+        from glide_edu.inpaint import top_rows_mask
+
+        kwargs: dict[str, Tensor] = {}
+        if self.inpaint:
+            mask = top_rows_mask(images.shape[-1], images.shape[-1] // 2, images.shape[0])
+            kwargs |= {"inpaint_image": images * mask, "inpaint_mask": mask}
+        if self.super_res:
+            kwargs["low_res"] = F.interpolate(images, size=self.low_res_size, mode="area")
+        return kwargs
+
+
 def tokenizer_for(options: dict[str, Any]):
     """The tokenizer a GLIDE option dictionary names (``"tokenizer"``: "bytes", "gpt2"; default "gpt2")."""
     from glide_edu import tokenizers
@@ -79,13 +141,14 @@ class TextTrainer(Trainer):
     """Train a text-conditional network on images with caption ``tokens``/``mask`` (N, text_ctx).
 
     ``weights`` (N,): sampling weights of the examples (default uniform); ``p_uncond``: probability of the
-    empty caption; ``options``: the GLIDE options written into snapshots (needs ``run_dir``).
+    empty caption; ``options``: the GLIDE options written into snapshots (needs ``run_dir``); ``task``: what
+    the network learns (default: the options' task, else the base model's).
     """
 
     def __init__(self, model: nn.Module, diffusion: GaussianDiffusion, images: Tensor, tokens: Tensor, mask: Tensor,
                  config: TrainConfig | None = None, *, p_uncond: float = P_UNCOND, weights: Tensor | None = None,
                  options: dict[str, Any] | None = None, grid_prompts: tuple[Tensor, Tensor] | None = None,
-                 **kwargs: Any) -> None:
+                 task: GlideTask | None = None, **kwargs: Any) -> None:
         if tokens.shape != mask.shape or tokens.ndim != 2 or tokens.shape[0] != images.shape[0]:
             raise ValueError(f"tokens {tuple(tokens.shape)} and mask {tuple(mask.shape)} must both be "
                              f"({images.shape[0]}, text_ctx): one caption per image")
@@ -95,6 +158,7 @@ class TextTrainer(Trainer):
             raise ValueError("weights must be (N,) non-negative with a positive sum")
         self.tokens, self.mask, self.p_uncond, self.weights = tokens, mask.bool(), p_uncond, weights
         self.options, self.grid_prompts = options, grid_prompts
+        self.task = task or (GlideTask.from_options(options) if options else GlideTask())
         self.empty_token = int(tokens[~mask.bool()].flatten()[0]) if (~mask.bool()).any() else 0
         super().__init__(model, diffusion, images, config, **kwargs)
 
@@ -108,14 +172,20 @@ class TextTrainer(Trainer):
         if self.p_uncond:
             drop = torch.rand(b, generator=self.generator) < self.p_uncond  # the empty caption: all padding
             tokens[drop], mask[drop] = self.empty_token, False
-        return self.images[idx], {"tokens": tokens, "mask": mask}
+        x0 = self.images[idx]
+        return x0, {"tokens": tokens, "mask": mask, **self.task.inputs(x0, self.generator)}
+
+    def grid_images(self, n: int) -> Tensor:
+        """(n, 3, S, S): the training images an upsampler's or inpainter's grid rows start from (fixed)."""
+        return self.images[torch.arange(n) % self.images.shape[0]]
 
     def grid_kwargs(self, n: int) -> dict[str, Tensor]:
         if self.grid_prompts is None:
             raise ValueError("sample grids of a text model need grid_prompts=(tokens, mask)")
         tokens, mask = self.grid_prompts
         rows = torch.arange(n) % tokens.shape[0]
-        return {"tokens": tokens[rows], "mask": mask[rows]}
+        extra = self.task.grid_inputs(self.grid_images(n)) if self.task.kind != "base" else {}
+        return {"tokens": tokens[rows], "mask": mask[rows], **extra}
 
     def snapshot_writer(self):
         """``write(path, ema, rate)`` for one EMA network as a GLIDE checkpoint (snapshots of a text model)."""
@@ -124,7 +194,7 @@ class TextTrainer(Trainer):
 
         def write(path: Path, ema: nn.Module, rate: float) -> Path:
             info = {"step": self.step, "ema_rate": rate, "p_uncond": self.p_uncond}
-            return save_glide_checkpoint(path, ema, self.options, "base", info)
+            return save_glide_checkpoint(path, ema, self.options, self.task.kind, info)
 
         return write
 
@@ -160,9 +230,10 @@ def warm_start(trainer: TextTrainer, path: str | os.PathLike) -> int:
 
 def text_trainer(options: dict[str, Any], images: Tensor, captions: list[str], config: TrainConfig, *,
                  weights: Tensor | None = None, p_uncond: float = P_UNCOND, run_dir: str | os.PathLike | None = None,
-                 model_config: dict[str, Any] | None = None) -> TextTrainer:
+                 model_config: dict[str, Any] | None = None, task: GlideTask | None = None) -> TextTrainer:
     """A :class:`TextTrainer` for a GLIDE network built from ``options`` (seeded with ``config.seed``) on
-    ``images`` (N, C, H, W) and their ``captions``, tokenised with the tokenizer the options name."""
+    ``images`` (N, C, H, W) and their ``captions``, tokenised with the tokenizer the options name; ``task``
+    (default: the options') says what it learns."""
     from glide_edu.nn.presets import create_glide_model
     from glide_edu.respace import DiffusionConfig
 
@@ -173,7 +244,7 @@ def text_trainer(options: dict[str, Any], images: Tensor, captions: list[str], c
     model = create_glide_model(options)
     diffusion_config = DiffusionConfig(int(options["diffusion_steps"]), str(options["noise_schedule"]))
     return TextTrainer(model, diffusion_config.create(""), images, tokens, mask, config, p_uncond=p_uncond,
-                       weights=weights, options=options, grid_prompts=grid, run_dir=run_dir,
+                       weights=weights, options=options, grid_prompts=grid, run_dir=run_dir, task=task,
                        model_config=model_config or {"glide_options": options},
                        diffusion_config=diffusion_config.to_dict())
 

@@ -105,6 +105,8 @@ class TextConfig:
 class Text2ImUNet(UNetModel):
     """ε_θ(x_t, t, caption): the ADM UNet conditioned on GLIDE's caption transformer."""
 
+    data_channels = 3  # channels of x_t (the upsampling / inpainting inputs are concatenated to it)
+
     def __init__(self, config: UNetConfig, text: TextConfig) -> None:
         super().__init__(replace(config, encoder_channels=text.xf_width))
         self.text_config = text
