@@ -192,17 +192,12 @@ def _common(parser: argparse.ArgumentParser, guidance: float, guidance_help: str
         help="scale of the upsampler's starting noise (default: 0.997; 1.0 is sharper but can be grainy)",
     )
     parser.add_argument("--no-upsample", action="store_true", help="stop at the 64x64 base picture")
-    parser.add_argument(
-        "--device",
-        type=_device,
-        default=None,
-        help="cpu, cuda, cuda:N or mps (default: cuda if available, else mps, else cpu)",
-    )
+    parser.add_argument("--device", type=_device, default=None,
+                        help="cpu, cuda, cuda:N or mps (default: cuda if available, else mps, else cpu)")
     precision = parser.add_mutually_exclusive_group()
     precision.add_argument("--fp16", action="store_true", help="half precision as the reference does it (GPU)")
     precision.add_argument("--bf16", action="store_true", help="bfloat16 autocast (recent GPUs and CPUs)")
-    precision.add_argument("--precision", choices=("fp32", "fp16", "bf16"), default=None,
-                           help="the same as --fp16 / --bf16 (fp32: neither), as glide-edu train spells it")
+    precision.add_argument("--precision", choices=("fp32", "fp16", "bf16"), help="= --fp16 / --bf16 (fp32: neither)")
     parser.add_argument("--checkpoint-dir", type=Path, default=None, help="folder holding the official .pt files")
     parser.add_argument(
         "--cache-dir",
@@ -379,7 +374,7 @@ def main(argv: Sequence[str] | None = None, *, registry: Mapping[str, Any] | Non
         from glide_edu.train_run import main_cli
 
         return main_cli(args)
-    if getattr(args, "precision", None) is not None:  # one spelling for the code below
+    if getattr(args, "precision", None):  # one spelling for the code below
         args.fp16, args.bf16 = args.precision == "fp16", args.precision == "bf16"
     if args.device is None:
         args.device = resolve_device(None)

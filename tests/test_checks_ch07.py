@@ -77,17 +77,27 @@ def test_text_conditioning_names_the_slips(model, kw: dict, message: str) -> Non
         checks.check_text_conditioning(lambda m, t, k: by_hand(m, t, k, **kw), model)
 
 
-def test_guidance_prediction_is_judged_on_the_live_numbers(monkeypatch) -> None:
-    facts = {"caption_s1": 0.2, "caption_s3": 0.5, "colour_train_s3": 0.9, "colour_heldout_s3": 0.85}
-    monkeypatch.setattr(checks, "guidance_facts", lambda: facts)
-    assert checks.check_guidance_prediction(True, True)
+def sweep_of(caption_s1: float, caption_s3: float, colour_s0: float) -> dict:
+    rows = [{"split": "heldout", "scale": 1.0, "seed": 0, "caption": 0.9, "colour": 0.9}]  # ignored: held-out
+    for seed, shift in ((0, -0.02), (1, 0.02)):  # two seeds around each mean
+        rows += [{"split": "train", "scale": 0.0, "seed": seed, "caption": 0.0, "colour": colour_s0 + shift},
+                 {"split": "train", "scale": 1.0, "seed": seed, "caption": caption_s1 + shift, "colour": 0.5},
+                 {"split": "train", "scale": 3.0, "seed": seed, "caption": caption_s3 + shift, "colour": 0.5}]
+    return {"rows": rows}
+
+
+def test_guidance_prediction_is_judged_on_the_measured_numbers() -> None:
+    sweep = sweep_of(0.2, 0.5, 0.35)
+    assert checks.guidance_facts(sweep) == pytest.approx({"caption_s1": 0.2, "caption_s3": 0.5, "colour_s0": 0.35})
+    assert checks.check_guidance_prediction(True, 0.3, sweep)
     with pytest.raises(ExerciseError, match="0.20 at s = 1 and 0.50"):
-        checks.check_guidance_prediction(False, True)
-    with pytest.raises(ExerciseError, match="held-out pairs"):
-        checks.check_guidance_prediction(True, False)
-    facts["colour_heldout_s3"] = 0.5
-    assert checks.check_guidance_prediction(True, False)
+        checks.check_guidance_prediction(False, 0.35, sweep)
+    with pytest.raises(ExerciseError, match="you predicted 0.20; 0.35"):
+        checks.check_guidance_prediction(True, 0.2, sweep)
+    assert checks.check_guidance_prediction(False, 0.35, sweep_of(0.2, 0.1, 0.35))
     with pytest.raises(ExerciseError, match="replace the placeholder"):
-        checks.check_guidance_prediction(..., True)
+        checks.check_guidance_prediction(..., 0.3, sweep)
     with pytest.raises(ExerciseError, match="True or False"):
-        checks.check_guidance_prediction(True, 1)
+        checks.check_guidance_prediction(1, 0.3, sweep)
+    with pytest.raises(ExerciseError, match="no trained-pair rows at s = 0"):
+        checks.check_guidance_prediction(True, 0.3, {"rows": []})
