@@ -5,6 +5,10 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# Optional extras on top of dev: `make venv EXTRAS=book` also installs the book's Sphinx stack (`make book`
+# installs it by itself when it is missing).
+EXTRAS ?=
+BOOK_STAMP := $(VENV)/.installed-book
 # JupyterLab reads app-wide setting overrides from <env>/share/jupyter/lab/settings/overrides.json.
 OVERRIDES := $(VENV)/share/jupyter/lab/settings/overrides.json
 # The server's contents manager: jupytext's, handing chapters over with the kernel's language_info so that
@@ -17,15 +21,16 @@ ALLOW_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root)
 PYTEST_ARGS ?=
 LAB_ARGS ?=
 
-.PHONY: venv setup lab test lint student figures wheelhouse clean distclean
+.PHONY: venv setup lab test lint student figures book wheelhouse clean distclean
 
-venv setup: $(STAMP) $(OVERRIDES) $(SERVER_CONFIG)
+venv setup: $(STAMP) $(OVERRIDES) $(SERVER_CONFIG) $(if $(filter book,$(EXTRAS)),$(BOOK_STAMP))
 
 # A room without internet: `make wheelhouse` (on a machine with PyPI) collects every wheel, glide-edu's and the
 # build tools' included, into wheelhouse/ (about 450 MB); copy the project folder with it, then
 # `make venv WHEELHOUSE=wheelhouse` (or make test / make lab) installs from it with no network at all.
 WHEELHOUSE ?=
 PIP_FROM := $(if $(WHEELHOUSE),--no-index --find-links $(WHEELHOUSE))
+
 
 # (Re)installs when pyproject.toml or constraints.txt change; otherwise instant.
 # constraints.txt pins torch to a CPU build: an unpinned torch resolves to a multi-GB CUDA build.
@@ -47,6 +52,12 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $@
 
 # Open .md chapters as notebooks (jupytext's viewer) and turn off the "Jupyter news" prompt.
+# The `book` extra (Sphinx, MyST-NB, sphinx-book-theme): reinstalled when pyproject.toml or constraints.txt change.
+$(BOOK_STAMP): $(STAMP)
+	$(PY) -m pip install $(PIP_FROM) -c constraints.txt -e '.[dev,book]'
+	if $(PY) -m pip show -q rfc3987-syntax 2>/dev/null; then $(PY) -m pip uninstall -y rfc3987-syntax; fi
+	touch $@
+
 $(OVERRIDES): tools/jupyterlab-overrides.json $(STAMP)
 	mkdir -p $(dir $@)
 	cp tools/jupyterlab-overrides.json $@
@@ -74,6 +85,16 @@ student: venv
 # Each chapter's key figure (the cell tagged key-figure) as PNG and SVG for slides, in build/figures/.
 figures: venv
 	$(PY) -m glide_edu.book figures --out build/figures
+
+# The executed chapters as a static HTML book in build/book/html that works offline (file://, no CDN): every
+# chapter is executed (fast profile unless GLIDE_EDU_PROFILE is set; a cell error fails the build), MathJax and
+# the widget manager are vendored once from the npm registry (needs npm), the API reference comes from the
+# docstrings. BOOK_CHAPTERS='1 5' builds only those chapters; BOOK_ARGS='--incremental' re-executes only
+# chapters whose text changed. See tools/bookbuild.py.
+BOOK_CHAPTERS ?=
+BOOK_ARGS ?=
+book: $(BOOK_STAMP)
+	GLIDE_EDU_PROFILE=$${GLIDE_EDU_PROFILE:-fast} BOOK_CHAPTERS='$(BOOK_CHAPTERS)' $(PY) tools/bookbuild.py $(BOOK_ARGS)
 
 wheelhouse: venv
 	$(PY) -m pip wheel -w wheelhouse -c constraints.txt '.[dev]'

@@ -24,7 +24,7 @@ TOY_NAMES = ("moons", "gaussians8", "spiral", "rings")
 def make_toy_2d(name: str = "moons", n: int = 512, seed: int = 0, noise: float = 0.03) -> Tensor:
     """n points of a 2-D toy distribution as a float32 tensor (n, 2).
 
-    The sets lie within about [−1.3, 1.3]² (the moons reach |x| ≈ 1.3): sample them with
+    The sets lie within about [−1.3, 1.3]² (the moons reach ``|x| ≈ 1.3``): sample them with
     ``clip_denoised=False``, since clipping x̂_0 to [−1, 1] is meant for images.
     """
     if n < 1:

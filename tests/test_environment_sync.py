@@ -26,10 +26,11 @@ CONDA_SPEC = re.compile(r"^\s*([A-Za-z0-9_.\-]+)\s*(.*?)\s*$")
 
 
 def pip_table(pyproject: dict) -> dict[str, SpecifierSet]:
-    """conda name -> version range, for python, the runtime dependencies and the ``dev`` extra."""
+    """conda name -> version range, for python, the runtime dependencies and every extra (``dev``, ``book``)."""
     project = pyproject["project"]
     table = {"python": SpecifierSet(project["requires-python"])}
-    for line in project["dependencies"] + project["optional-dependencies"]["dev"]:
+    extras = [line for lines in project["optional-dependencies"].values() for line in lines]
+    for line in project["dependencies"] + extras:
         req = Requirement(line)
         name = canonicalize_name(req.name)
         table[PIP_TO_CONDA.get(name, name)] = req.specifier

@@ -75,7 +75,7 @@ def expect_number(
 
 
 def values_close(actual: Tensor, expected: Tensor, atol: float = 1e-5, rtol: float = 1e-5) -> bool:
-    """True when shapes agree and every value is finite and within atol + rtol·|expected| (no message)."""
+    """True when shapes agree and every value is finite and within ``atol + rtol·|expected|`` (no message)."""
     if actual.shape != expected.shape:
         return False
     a, e = actual.detach().double().cpu(), expected.detach().double().cpu()
