@@ -94,9 +94,10 @@ class ChapterFile(nbval.plugin.IPyNbFile):
     """nbval's notebook collector, reading a jupytext text notebook instead of an ``.ipynb``."""
 
     def collect(self):
+        from glide_edu.book.audit import with_figure_audit
         from glide_edu.book.student import with_stub_probes
 
-        notebook = with_stub_probes(jupytext.read(self.path), self.path.name)
+        notebook = with_figure_audit(with_stub_probes(jupytext.read(self.path), self.path.name))
         # nbval's collect() loads the notebook with ``nbformat.read(path)``, then makes one item per code
         # cell. Hand it our notebook instead: the patch touches only nbval's module and lasts for the
         # collection of this one file (pytest consumes collect() at once, so a list is fine).
