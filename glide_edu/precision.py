@@ -17,7 +17,8 @@ import math
 import torch
 from torch import Tensor, nn
 
-__all__ = ["FORMATS", "cast_stats", "cpu_has_native_bf16", "digits_gradients", "flat_gradients", "format_table"]
+__all__ = ["FORMATS", "cast_stats", "cpu_has_native_bf16", "cpu_name", "digits_gradients", "flat_gradients",
+           "format_table"]
 
 FORMATS = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -100,11 +101,26 @@ def digits_gradients(n: int = 32, seed: int = 0, autocast_dtype: torch.dtype | N
     return flat_gradients(model, diffusion, x0, t, noise, autocast_dtype, loss_scale=loss_scale)
 
 
-def cpu_has_native_bf16() -> bool:
-    """Whether this CPU computes bfloat16 natively (AVX-512 BF16 or AMX), read from /proc/cpuinfo (Linux)."""
+def _cpuinfo() -> str:
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as f:
-            flags = f.read()
-    except OSError:
-        return False
+            return f.read()
+    except OSError:  # not Linux
+        return ""
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bfloat16 natively (AVX-512 BF16 or AMX), read from /proc/cpuinfo (Linux only;
+    False elsewhere)."""
+    flags = _cpuinfo()
     return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def cpu_name() -> str:
+    """The CPU's model name (/proc/cpuinfo on Linux, else what ``platform`` knows)."""
+    import platform
+
+    for line in _cpuinfo().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine() or "unknown"

@@ -14,7 +14,7 @@ from glide_edu.checks.ch15 import (
     grad_scaler_trace,
     underflow_truth,
 )
-from glide_edu.precision import cast_stats, format_table
+from glide_edu.precision import cast_stats, cpu_has_native_bf16, cpu_name, format_table
 
 
 @pytest.fixture(autouse=True)
@@ -109,3 +109,8 @@ def test_format_table_and_cast_stats() -> None:
     assert cast_stats(g, torch.float16) == {"flushed": 0.25, "subnormal": 0.25, "overflow": 0.0}
     assert cast_stats(g, torch.float16, 2.0**8)["overflow"] == 0.25
     assert cast_stats(g, torch.bfloat16) == {"flushed": 0.0, "subnormal": 0.0, "overflow": 0.0}
+
+
+def test_cpu_readouts_answer_on_any_machine() -> None:
+    assert isinstance(cpu_name(), str) and cpu_name()
+    assert isinstance(cpu_has_native_bf16(), bool)
