@@ -240,3 +240,6 @@ __all__ += ["check_glide_cfg", "check_known_region_clamp", "check_quantize_8bit"
 from glide_edu.checks.ch07 import check_guidance_prediction, check_text_conditioning, check_tokens_and_mask  # noqa: E402
 
 __all__ += ["check_guidance_prediction", "check_text_conditioning", "check_tokens_and_mask"]
+from glide_edu.checks.ch15 import check_loss_scale_update, check_underflow_prediction  # noqa: E402
+
+__all__ += ["check_loss_scale_update", "check_underflow_prediction"]
