@@ -6,6 +6,11 @@ within 5 %. One "step" is forward + hybrid-loss-sized MSE backward + AdamW updat
 two are timed in alternation so that machine noise hits both alike; the result is the ratio of medians.
 
     python benchmarks/unet_throughput.py --threads 2 --batch 64 --repeats 15
+    python benchmarks/unet_throughput.py --precisions fp32 bf16   # each model in each precision, all alternated
+
+``--precisions``: fp32 and/or bf16 (CPU autocast to bfloat16; weights, optimiser and loss stay float32, as the
+trainer runs ``precision = "bf16"``). The result names the CPU and whether it has native bf16 (AVX-512 BF16 or
+AMX), without which bf16 autocast is a large loss.
 
 Needs ``pip install diffusers`` (not a dependency of glide_edu).
 """
@@ -41,20 +46,38 @@ def diffusers_unet() -> torch.nn.Module:
     )
 
 
-def step_fn(model: torch.nn.Module, batch: int, is_diffusers: bool):
+def step_fn(model: torch.nn.Module, batch: int, is_diffusers: bool, bf16: bool = False):
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     x = torch.randn(batch, 1, 16, 16)
     t = torch.randint(0, 1000, (batch,))
     target = torch.randn(batch, 2, 16, 16)
 
     def step() -> None:
-        out = model(x, t).sample if is_diffusers else model(x, t)
-        loss = torch.nn.functional.mse_loss(out, target)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            out = model(x, t).sample if is_diffusers else model(x, t)
+        loss = torch.nn.functional.mse_loss(out.float(), target)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
 
     return step
+
+
+def cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            return next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "?")
+    except OSError:
+        return platform.processor() or "?"
+
+
+def native_bf16() -> bool:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            flags = next((line for line in f if line.startswith("flags")), "")
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 def main() -> None:
@@ -63,6 +86,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--repeats", type=int, default=15)
     ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--precisions", nargs="+", choices=("fp32", "bf16"), default=["fp32"])
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -71,7 +95,8 @@ def main() -> None:
     mismatch = abs(params["glide_edu"] / params["diffusers"] - 1)
     if mismatch > 0.05:
         raise SystemExit(f"parameter counts differ by {mismatch:.1%} (> 5 %): {params}")
-    steps = {k: step_fn(m, args.batch, k == "diffusers") for k, m in models.items()}
+    steps = {f"{k} {p}": step_fn(m, args.batch, k == "diffusers", p == "bf16")
+             for p in args.precisions for k, m in models.items()}
     for _ in range(args.warmup):
         for s in steps.values():
             s()
@@ -87,8 +112,12 @@ def main() -> None:
         "threads": args.threads, "batch": args.batch, "repeats": args.repeats,
         "parameters": params,
         "images_per_s": {k: round(args.batch / v, 1) for k, v in med.items()},
-        "ratio_glide_edu_over_diffusers": round(med["diffusers"] / med["glide_edu"], 3),
+        "ratio_glide_edu_over_diffusers": {p: round(med[f"diffusers {p}"] / med[f"glide_edu {p}"], 3)
+                                           for p in args.precisions},
+        "ratio_glide_edu_best_over_diffusers_best": round(min(v for k, v in med.items() if k.startswith("diffusers"))
+                                                          / min(v for k, v in med.items() if k.startswith("glide")), 3),
         "torch": torch.__version__, "machine": platform.machine(), "cpu_count": torch.get_num_threads(),
+        "cpu": cpu_name(), "native_bf16": native_bf16(),
     }
     print(json.dumps(result, indent=2))
 
