@@ -99,5 +99,5 @@ def test_guidance_prediction_is_judged_on_the_measured_numbers() -> None:
         checks.check_guidance_prediction(..., 0.3, sweep)
     with pytest.raises(ExerciseError, match="True or False"):
         checks.check_guidance_prediction(1, 0.3, sweep)
-    with pytest.raises(ExerciseError, match="no trained-pair rows at s = 0"):
+    with pytest.raises(ExerciseError, match="no trained-pair rows at s = "):
         checks.check_guidance_prediction(True, 0.3, {"rows": []})

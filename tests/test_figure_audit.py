@@ -59,26 +59,14 @@ def test_installed_audit_sees_rendered_figures_and_asserts(monkeypatch) -> None:
     audit.assert_friendly()
 
 
-def test_chapters_get_the_audit_cells_first_and_last() -> None:
+def test_chapters_get_the_audit_installed_first_and_asserted_last() -> None:
     import nbformat
 
-    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("x = 1")])
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("# t"), nbformat.v4.new_code_cell("x = 1")])
     audited = audit.with_figure_audit(nb)
-    assert [c.metadata.get("tags") for c in audited.cells] == [[audit.AUDIT_TAG], None, [audit.AUDIT_TAG]]
-    assert "install()" in audited.cells[0].source and "assert_friendly" in audited.cells[-1].source
-    assert len(nb.cells) == 1  # the chapter itself is untouched
-
-
-def test_shared_axes_count_their_outer_labels() -> None:
-    fig, axes = plt.subplots(1, 3, sharex=True, sharey=True)
-    for ax in axes:
-        ax.plot([0, 1], [0, 1])
-    axes[0].set_ylabel("y")
-    axes[1].set_xlabel("x")
-    fig.suptitle("shared")
-    assert audit.figure_problems(fig) == []
-    lone, (a, b) = plt.subplots(1, 2)  # not shared: each needs its own
-    a.plot([0], [0])
-    b.plot([0], [0])
-    a.set(xlabel="x", ylabel="y", title="t")
-    assert any("axes 1" in p for p in audit.figure_problems(lone))
+    assert len(audited.cells) == 3 and audited.cells[-1].metadata["tags"] == [audit.AUDIT_TAG]
+    assert audited.cells[1].source.startswith("from glide_edu.book import audit") and "x = 1" in audited.cells[1].source
+    assert "assert_friendly" in audited.cells[-1].source
+    assert nb.cells[1].source == "x = 1" and len(nb.cells) == 2  # the chapter itself is untouched
+    prose = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("only prose")])
+    assert len(audit.with_figure_audit(prose).cells) == 1

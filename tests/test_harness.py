@@ -68,7 +68,7 @@ def test_passing_chapter_runs_every_cell_in_its_folder_with_fast_profile(book: p
         ),
     )
     result = book.runpytest_subprocess("-v")
-    result.assert_outcomes(passed=4)
+    result.assert_outcomes(passed=5)  # the four cells and the figure audit's closing cell
     result.stdout.fnmatch_lines(
         [
             "*chapters/01_pass.md::Cell 3 PASSED*",
@@ -81,14 +81,14 @@ def test_passing_chapter_runs_every_cell_in_its_folder_with_fast_profile(book: p
 def test_user_profile_is_kept(book: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("GLIDE_EDU_PROFILE", "full")
     write(book, "01_profile.md", chapter("import os\nassert os.environ['GLIDE_EDU_PROFILE'] == 'full'"))
-    book.runpytest_subprocess().assert_outcomes(passed=1)
+    book.runpytest_subprocess().assert_outcomes(passed=2)
 
 
 def test_failing_cell_fails_the_run_and_names_chapter_and_cell(book: pytest.Pytester) -> None:
     write(book, "02_fail.md", chapter("y = 1", "assert 1 == 2", "z = 3"))
     result = book.runpytest_subprocess()
     assert result.ret == pytest.ExitCode.TESTS_FAILED
-    result.assert_outcomes(passed=2, failed=1)
+    result.assert_outcomes(passed=3, failed=1)
     result.stdout.fnmatch_lines(
         [
             "*_ Cell 1 of chapters/02_fail.md _*",
@@ -112,7 +112,8 @@ def test_only_numbered_chapters_are_collected_and_never_imported(book: pytest.Py
     result = book.runpytest_subprocess("--collect-only", "-q")
     assert result.ret == pytest.ExitCode.OK
     collected = [line for line in result.stdout.lines if "::" in line]
-    assert collected == ["chapters/03_a.md::Cell 0", "chapters/03_a.md::Cell 1", "chapters/04_b.md::Cell 0"]
+    assert collected == ["chapters/03_a.md::Cell 0", "chapters/03_a.md::Cell 1", "chapters/03_a.md::Cell 2",
+                         "chapters/04_b.md::Cell 0", "chapters/04_b.md::Cell 1"]  # each with the audit's last cell
 
 
 def test_no_chapters_and_no_tests_is_not_success(book: pytest.Pytester) -> None:

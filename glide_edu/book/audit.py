@@ -92,14 +92,17 @@ def assert_friendly() -> None:
 
 
 def with_figure_audit(notebook: Any) -> Any:
-    """A copy of a chapter notebook with the audit installed before its first cell and asserted after its last
-    (cells tagged ``figure-audit``; the test run executes them, the book's sources never hold them)."""
+    """A copy of a chapter notebook that installs the audit at the top of its first code cell (so the cells keep
+    their numbers) and asserts it in an appended last cell tagged ``figure-audit``; the test run executes it, the
+    book's sources never hold it."""
     import copy
 
     import nbformat
 
     audited = copy.deepcopy(notebook)
-    start = "from glide_edu.book import audit as _audit\n_audit.install()"
-    audited.cells.insert(0, nbformat.v4.new_code_cell(start, metadata={"tags": [AUDIT_TAG]}))
+    first = next((c for c in audited.cells if c.cell_type == "code"), None)
+    if first is None:
+        return audited  # no code, no figures
+    first.source = "from glide_edu.book import audit as _audit\n_audit.install()\n" + first.source
     audited.cells.append(nbformat.v4.new_code_cell("_audit.assert_friendly()", metadata={"tags": [AUDIT_TAG]}))
     return audited
