@@ -59,6 +59,19 @@ def oracle_scores(pipe: Any, prompts: Sequence[str], scale: float, steps: int = 
     return caption_accuracy(sample_prompts(pipe, prompts, scale, steps, seed), list(prompts))
 
 
+def oracle_rows(pipe: Any, prompts: dict[str, Sequence[str]], scales: Sequence[float], seeds: Sequence[int],
+                steps: int, **key: Any) -> list[dict[str, Any]]:
+    """One row per (scale, seed, split): ``key`` (e.g. the step), the settings and the oracle's accuracies."""
+    rows = []
+    for scale in scales:
+        for seed in seeds:
+            for split, caps in prompts.items():
+                acc = oracle_scores(pipe, caps, scale, steps, seed)
+                rows.append({**key, "scale": scale, "seed": seed, "split": split,
+                             **{k: round(v, 4) for k, v in acc.items()}})
+    return rows
+
+
 def mini_training_curve(run_dir: str | Path, every: int = 1000, n: int = 100, seeds: Sequence[int] = (0, 1),
                         scales: Sequence[float] = EVAL_SCALES, steps: int = 25,
                         extend: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -80,13 +93,7 @@ def mini_training_curve(run_dir: str | Path, every: int = 1000, n: int = 100, se
     for step, path in snapshots(run_dir).items():
         if step % every or step in done:
             continue
-        pipe = mini_text2im(path)
-        for scale in scales:
-            for seed in seeds:
-                for split, caps in prompts.items():
-                    acc = oracle_scores(pipe, caps, scale, steps, seed)
-                    rows.append({"step": step, "scale": scale, "seed": seed, "split": split,
-                                 **{k: round(v, 4) for k, v in acc.items()}})
+        rows += oracle_rows(mini_text2im(path), prompts, scales, seeds, steps, step=step)
     rows.sort(key=lambda r: r["step"])
     try:
         shipped = {MINI_CHECKPOINT: checkpoint_provenance(shipped_checkpoint(MINI_CHECKPOINT))}
@@ -103,12 +110,7 @@ def guidance_sweep(pipe: Any = None, scales: Sequence[float] = SWEEP_SCALES, n: 
     start = time.perf_counter()
     pipe = pipe or mini_text2im()
     prompts = {"train": shapes_prompts(n, "train"), "heldout": shapes_prompts(n, "heldout")}
-    rows = []
-    for scale in scales:
-        for seed in seeds:
-            for split, caps in prompts.items():
-                acc = oracle_scores(pipe, caps, scale, steps, seed)
-                rows.append({"scale": scale, "seed": seed, "split": split, **{k: round(v, 4) for k, v in acc.items()}})
+    rows = oracle_rows(pipe, prompts, scales, seeds, steps)
     shipped = {MINI_CHECKPOINT: checkpoint_provenance(shipped_checkpoint(MINI_CHECKPOINT))}
     return {"schema": SWEEP_SCHEMA, "config": {"n_prompts": n, "steps": steps, "seeds": list(seeds),
                                                "scales": list(scales), "eval_seed": EVAL_SEED},

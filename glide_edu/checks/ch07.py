@@ -41,18 +41,12 @@ END_TOKEN = 256  # the byte-level tokenizer's end/padding id
 
 
 # ------------------------------------------------------------------------- exercise 1: tokens and mask
-def _id_of_byte(tok, b: int) -> int:
-    from glide_edu.tokenizers import bytes_to_unicode
-
-    return tok.encoder[bytes_to_unicode()[b]]
-
-
 def byte_table() -> list[int]:
     """``byte_id[b]``: the byte-level tokenizer's token id of byte value ``b`` (0…255), GPT-2's order."""
-    from glide_edu.tokenizers import byte_level_tokenizer
+    from glide_edu.tokenizers import byte_level_tokenizer, bytes_to_unicode
 
-    tok = byte_level_tokenizer()
-    return [_id_of_byte(tok, b) for b in range(256)]
+    encoder, symbol = byte_level_tokenizer().encoder, bytes_to_unicode()
+    return [encoder[symbol[b]] for b in range(256)]
 
 
 def check_tokens_and_mask(fn: Callable) -> bool:
@@ -62,7 +56,7 @@ def check_tokens_and_mask(fn: Callable) -> bool:
 
     name = "tokens_and_mask"
     tok = byte_level_tokenizer()
-    table = [_id_of_byte(tok, b) for b in range(256)]
+    table = byte_table()
     cases = [("a red apple", 16), ("two blue squares", 24), ("café ☕", 12), ("", 8),
              ("a small green triangle above a purple square", 20)]
     for caption, ctx in cases:

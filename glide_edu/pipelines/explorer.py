@@ -125,11 +125,11 @@ class PromptExplorer:
 
 def precompute_views(explorer: PromptExplorer, prompts: Sequence[str], grid: dict[str, Sequence[float]],
                      progress: bool = True) -> list[ExplorerView]:
-    """Every (prompt, method, scale) of ``grid`` (method → scales; "none" needs no scales) sampled once."""
+    """Every (prompt, method, scale) of ``grid`` (method → scales; "none" needs no scales) sampled once, under one
+    progress bar (give an explorer made with ``progress=False``, or each view adds its own)."""
     from tqdm.auto import tqdm
 
     jobs = [(p, m, s) for p in prompts for m, scales in grid.items() for s in (scales if m != "none" else [0.0])]
-    explorer.progress = False  # one bar for all views
     return [explorer(p, m, s) for p, m, s in tqdm(jobs, desc="explorer views", disable=not progress)]
 
 

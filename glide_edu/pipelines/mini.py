@@ -89,7 +89,7 @@ def regenerate_mini_views(path: str | os.PathLike | None = None) -> Path:
     from glide_edu.results import checkpoint_provenance, run_provenance
 
     start = time.perf_counter()
-    views = precompute_views(mini_explorer(precomputed=False), EXPLORER_PROMPTS, EXPLORER_GRID)
+    views = precompute_views(mini_explorer(precomputed=False, progress=False), EXPLORER_PROMPTS, EXPLORER_GRID)
     shipped = {MINI_CHECKPOINT: checkpoint_provenance(shipped_checkpoint(MINI_CHECKPOINT))}
     provenance = run_provenance(REGENERATE_VIEWS, start, checkpoints=shipped)
     return save_views(path if path is not None else mini_views_path(), views, provenance)
