@@ -252,16 +252,19 @@ def text_trainer(options: dict[str, Any], images: Tensor, captions: list[str], c
 def train_mini(out: str | os.PathLike, run_dir: str | os.PathLike | None = None, steps: int | None = None,
                seed: int = 0, n_shapes: int = 20000, snapshot_every: int = 0, sample_every: int = 0,
                options: dict[str, Any] | None = None, config: TrainConfig | None = None,
-               progress: bool = True, init_from: str | os.PathLike | None = None) -> Path:
+               progress: bool = True, init_from: str | os.PathLike | None = None,
+               precision: str | None = None) -> Path:
     """Train the miniature GLIDE base model on the book's captions; write its EMA weights to ``out``.
 
     ``init_from``: a GLIDE file of this recipe (the shipped miniature or a snapshot) to continue from when
-    ``run_dir`` holds no checkpoint yet — see :func:`warm_start`.
+    ``run_dir`` holds no checkpoint yet — see :func:`warm_start`. ``precision``: autocast precision (default:
+    the config's, fp32).
     """
     options = dict(options or MINI_OPTIONS)
     base = config or MINI_TRAIN
     cfg = replace(base, steps=base.steps if steps is None else steps, seed=seed, progress=progress,
-                  snapshot_every=snapshot_every, sample_every=sample_every)
+                  snapshot_every=snapshot_every, sample_every=sample_every,
+                  precision=base.precision if precision is None else precision)
     data = book_captions("train", n_shapes, seed)
     trainer = text_trainer(options, data.images, data.captions, cfg, weights=data.weights, run_dir=run_dir,
                            model_config={"glide_options": options, "n_shapes": n_shapes})

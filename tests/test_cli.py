@@ -224,6 +224,10 @@ def test_the_full_size_estimate_matches_the_measured_pipeline_peak() -> None:
     assert four.weights == one.weights and four.activations == 4 * one.activations  # activations scale with batch
     half = memory.estimate_peak_memory(CHECKPOINTS, "base", "upsample", 1, cfg=True, fp16=True, device_type="cuda")
     assert half.weights < 0.6 * one.weights and half.overhead == 0
+    # bf16 keeps the float32 weights and adds a bfloat16 copy of the running network's (half the bigger one's bytes)
+    bf16 = memory.estimate_peak_memory(CHECKPOINTS, "base", "upsample", 1, cfg=True, bf16=True)
+    up_bytes = memory.models_weight_bytes(CHECKPOINTS, ["upsample"])
+    assert bf16.weights == one.weights and bf16.activations >= up_bytes // 2
 
 
 def test_image_inputs_are_read_safely(checkpoint_dir: Path, tmp_path: Path, monkeypatch, capsys) -> None:

@@ -118,9 +118,9 @@ def qkv_attention(qkv: Tensor, num_heads: int, encoder_kv: Tensor | None = None)
         k, v = torch.cat([ek, k], dim=2), torch.cat([ev, v], dim=2)
     scale = 1 / math.sqrt(math.sqrt(ch))
     q, k = q * scale, k * scale
-    if q.dtype == torch.float32:
+    if q.dtype in (torch.float32, torch.bfloat16):  # bf16: the fused kernel keeps the softmax in float32
         a = F.scaled_dot_product_attention(q, k, v, scale=1.0)  # (B, H, T, c)
-    else:  # half precision: softmax in float32 as the reference does
+    else:  # float16: softmax in float32 written out, as the reference does
         a = torch.softmax((q @ k.transpose(-1, -2)).float(), dim=-1).to(q.dtype) @ v
     return a.transpose(1, 2).reshape(bs, length, num_heads * ch)
 

@@ -103,7 +103,9 @@ def estimate_peak_memory(
 
     ``cfg``: the base stage runs on the doubled batch; ``clip``: the noised CLIP guides the base stage;
     ``fp16`` / ``bf16``: half-precision weights (fp16) and activations (counted as 3 bytes a value, as norms
-    stay float32). ``weights`` skips the ``meta`` builds when already known (see :func:`models_weight_bytes`).
+    stay float32); ``bf16`` also holds a bfloat16 copy of the sampling network's weights while its stage runs
+    (:func:`glide_edu.pipelines.common.bf16_weights`, counted as half its float32 bytes).
+    ``weights`` skips the ``meta`` builds when already known (see :func:`models_weight_bytes`).
     """
     if weights is None:
         weights = models_weight_bytes(registry, [base, upsampler], clip=clip, fp16=fp16)
@@ -112,6 +114,9 @@ def estimate_peak_memory(
     if clip:
         base_stage += clip_activation_bytes(registry["clip/image-enc"].options, batch)
     up_stage = unet_activation_bytes(registry[upsampler].options, batch, value) if upsampler else 0
+    if bf16 and not fp16:
+        base_stage += weight_bytes(registry[base]) // 2
+        up_stage += weight_bytes(registry[upsampler]) // 2 if upsampler else 0
     overhead = CPU_OVERHEAD if device_type == "cpu" else 0
     return MemoryEstimate(weights, max(base_stage, up_stage), overhead)
 
