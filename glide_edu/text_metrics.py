@@ -7,6 +7,9 @@
   128-dimensional penultimate layer is the feature. Rebuilt by ``python -m glide_edu.recipes picture-features``.
 * :func:`clip_score` — the mean of 100·cos(f(x), g(c)) under a CLIP that played no part in sampling
   (the book's *evaluation* CLIP; GLIDE's paper scores with a public CLIP the same way).
+* :func:`caption_use` — how much a text-conditional network reads its captions: its denoising error with
+  each picture's own caption against another picture's caption and the empty one (cheap enough to run on
+  every training snapshot; chapter 7's plateau check).
 * :func:`pareto_front` — the non-dominated points of a sweep (e.g. one point per guidance scale with its
   FID-proxy and precision); :func:`dominated_fraction` — how much of one method's sweep another dominates.
 """
@@ -158,3 +161,61 @@ def dominated_fraction(a: Sequence[tuple[float, float]], b: Sequence[tuple[float
     if not a:
         raise ValueError("a has no points")
     return sum(any(dominates(u, v, maximize) for u in b) for v in a) / len(a)
+
+
+def other_captions(tokens: Tensor, seed: int = 0) -> Tensor:
+    """A permutation π of the N rows of ``tokens`` (N, L) with tokens[π[i]] ≠ tokens[i] for every i: each
+    picture gets *another* picture's caption (captions repeat in the shapes data, so a plain shuffle is not
+    enough). Raises if some caption is on more than half of the rows (no such pairing exists)."""
+    n = tokens.shape[0]
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    differ = lambda i, j: not torch.equal(tokens[i], tokens[j])  # noqa: E731
+    for i in range(n):
+        if differ(i, int(perm[i])):
+            continue
+        for k in range(n):  # swap partners with a row k for which both new pairs differ
+            if differ(i, int(perm[k])) and differ(k, int(perm[i])):
+                perm[i], perm[k] = perm[k].clone(), perm[i].clone()
+                break
+        else:
+            raise ValueError("no pairing with other captions exists: one caption is on more than half the rows")
+    return perm
+
+
+@torch.no_grad()
+def caption_use(network: nn.Module, diffusion, images: Tensor, tokens: Tensor, mask: Tensor, *,
+                timesteps: Sequence[int] = (100, 400, 700), seed: int = 0, batch: int = 128) -> dict[str, float]:
+    """How much a text-conditional GLIDE ``network`` reads its captions.
+
+    The mean ε-prediction error E‖ε − ε_θ(x_t, t, c)‖² (the first 3 output channels) on ``images`` (N, 3, S, S)
+    at each of ``timesteps``, for three captions c with the *same* x_t and ε (seeded): each picture's own
+    (``tokens``/``mask``, N × text_ctx), another picture's (:func:`other_captions`) and the empty caption (all
+    padding, mask off — what classifier-free guidance's unconditional half sees). Returns the three errors and
+    the ratios ``other_over_own`` and ``empty_over_own``: 1.0 for a network that ignores the text, growing as
+    it learns to use it.
+    """
+    if not (~mask.bool()).any():
+        raise ValueError("the captions fill text_ctx: no padding token to build the empty caption from")
+    pad = int(tokens[~mask.bool()][0])
+    gen = torch.Generator().manual_seed(seed)
+    perm = other_captions(tokens, seed)
+    captions = {"own": (tokens, mask), "other": (tokens[perm], mask[perm]),
+                "empty": (torch.full_like(tokens, pad), torch.zeros_like(mask, dtype=torch.bool))}
+    totals = dict.fromkeys(captions, 0.0)
+    was_training = network.training
+    network.eval()
+    for t in timesteps:
+        noise = torch.randn(images.shape, generator=gen)  # (N, 3, S, S)
+        t_batch = torch.full((images.shape[0],), int(t), dtype=torch.long)
+        x_t = diffusion.q_sample(images, t_batch, noise)
+        for name, (tok, msk) in captions.items():
+            for i in range(0, images.shape[0], batch):
+                rows = slice(i, i + batch)
+                eps = network(x_t[rows], t_batch[rows], tokens=tok[rows], mask=msk[rows])[:, :3]
+                totals[name] += float(((eps - noise[rows]) ** 2).sum())
+    network.train(was_training)
+    count = images.numel() * len(timesteps)
+    out = {name: total / count for name, total in totals.items()}
+    out["other_over_own"] = out["other"] / out["own"]
+    out["empty_over_own"] = out["empty"] / out["own"]
+    return out

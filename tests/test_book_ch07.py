@@ -68,3 +68,12 @@ def test_regenerate_needs_exactly_one_product(capsys) -> None:
     with pytest.raises(SystemExit):
         ch07.regenerate(["--sweep", "--explorer"])
     assert "one of the arguments" in capsys.readouterr().err
+
+
+def test_caption_use_curve_has_a_row_per_snapshot_and_seed(toy_run: Path) -> None:
+    curve = ch07.caption_use_curve(toy_run, every=1, n=8, seeds=(0, 1))
+    rows = curve["rows"]
+    assert [(r["step"], r["seed"]) for r in rows] == [(1, 0), (1, 1), (2, 0), (2, 1)]
+    assert all(r["own"] > 0 and r["other_over_own"] > 0 for r in rows)
+    assert rows[0]["own"] != rows[1]["own"]  # another noise seed, another estimate
+    assert curve["schema"] == ch07.CAPTION_USE_SCHEMA

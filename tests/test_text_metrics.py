@@ -46,3 +46,50 @@ def test_clip_score_is_100_cos_of_the_pairs() -> None:
     assert clip_score(clip, x, caps, batch=2) == pytest.approx(want, rel=1e-5)
     with pytest.raises(ValueError, match="one caption per image"):
         clip_score(clip, x, caps[:2])
+
+
+def test_other_captions_never_pairs_a_picture_with_its_own_caption() -> None:
+    from glide_edu.text_metrics import other_captions
+
+    tokens = torch.tensor([[1, 2], [1, 2], [1, 2], [3, 4], [5, 6], [7, 8]])  # a caption on half the rows
+    for seed in range(20):
+        perm = other_captions(tokens, seed)
+        assert sorted(perm.tolist()) == list(range(6))
+        assert all(not torch.equal(tokens[i], tokens[int(j)]) for i, j in enumerate(perm))
+    with pytest.raises(ValueError, match="more than half"):
+        other_captions(torch.tensor([[1], [1], [1], [2]]))
+
+
+def test_caption_use_is_one_for_a_network_that_ignores_text_and_above_one_for_one_that_reads_it() -> None:
+    """Two hand-made 'networks' over an exact diffusion: ε̂ from x_t alone, or from x_t and the caption's
+    colour (the picture is one flat colour named by the first token), so the caption really helps."""
+    from glide_edu.respace import DiffusionConfig
+    from glide_edu.text_metrics import caption_use
+
+    diffusion = DiffusionConfig(1000, "squaredcos_cap_v2").create("")
+    colours = torch.tensor([[0.9, -0.9, -0.9], [-0.9, -0.9, 0.9], [-0.9, 0.9, -0.9]])  # red, blue, green
+    label = torch.arange(12) % 3
+    images = colours[label][:, :, None, None].expand(12, 3, 8, 8).clone()
+    tokens = torch.stack([label + 1, torch.zeros(12, dtype=torch.long)], dim=1)  # 0 = padding
+    mask = torch.tensor([[True, False]] * 12)
+    abar = torch.tensor(diffusion.alphas_cumprod, dtype=torch.float32)
+
+    def reads(x_t, t, tokens, mask):  # ε = (x_t − √ᾱ x0)/√(1−ᾱ) with x0 the named colour (grey if none)
+        a = abar[t][:, None, None, None]
+        x0 = torch.where(mask[:, :1, None, None], colours[(tokens[:, 0] - 1).clamp(min=0)][:, :, None, None], 0.0)
+        eps = (x_t - a.sqrt() * x0) / (1 - a).sqrt()
+        return torch.cat([eps, torch.zeros_like(eps)], dim=1)
+
+    def ignores(x_t, t, tokens, mask):
+        return reads(x_t, t, torch.zeros_like(tokens), torch.zeros_like(mask))
+
+    for fn, reads_text in ((reads, True), (ignores, False)):
+        net = torch.nn.Module()
+        net.forward = fn
+        use = caption_use(net, diffusion, images, tokens, mask, timesteps=(200, 600), seed=3, batch=5)
+        if reads_text:
+            assert use["own"] < 1e-8 and use["other_over_own"] > 100 and use["empty_over_own"] > 100
+        else:
+            assert use["other_over_own"] == pytest.approx(1.0) and use["empty_over_own"] == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="no padding"):
+        caption_use(net, diffusion, images, tokens, torch.ones_like(mask))

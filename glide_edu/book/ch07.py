@@ -3,12 +3,15 @@
     python -m glide_edu.book regenerate ch07 --curve RUN_DIR   # → data/results/glide_mini_curve.json
     python -m glide_edu.book regenerate ch07 --sweep           # → data/results/glide_mini_guidance.json
     python -m glide_edu.book regenerate ch07 --explorer        # → data/results/glide_mini_explorer.safetensors
+    python -m glide_edu.book regenerate ch07 --caption-use RUN_DIR  # → data/results/glide_mini_caption_use.json
 
 :func:`oracle_scores` samples the miniature (through :class:`~glide_edu.pipelines.Text2ImPipeline`, CFG at
 scale s) for shapes captions and lets :mod:`glide_edu.oracle` judge every picture against its caption;
 :func:`mini_training_curve` does it for every EMA snapshot of a training run (``python -m glide_edu.recipes
 glide-mini --run-dir R --snapshot-every N``), at two guidance scales and two seeds — the curve that says
-whether the shipped model was trained to a plateau.
+whether the shipped model was trained to a plateau. :func:`caption_use_curve` is its cheap companion (seconds
+per snapshot instead of minutes): the denoising error with each held-out picture's own caption against another
+picture's and the empty one (:func:`glide_edu.text_metrics.caption_use`).
 """
 
 from __future__ import annotations
@@ -33,6 +36,8 @@ SWEEP_SCHEMA = "glide_edu.glide_mini_guidance/1"
 SWEEP_SCALES = (0.0, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0)
 
 CURVE_SCHEMA = "glide_edu.glide_mini_curve/1"
+CAPTION_USE_PATH = RESULTS_DIR / "glide_mini_caption_use.json"
+CAPTION_USE_SCHEMA = "glide_edu.glide_mini_caption_use/1"
 REGENERATE = "python -m glide_edu.book regenerate ch07"
 EVAL_SCALES = (1.0, 3.0)
 EVAL_SEED = 1234  # the evaluation captions' scenes: not the training scenes (seed 0)
@@ -136,6 +141,41 @@ def load_mini_curve(path: str | Path = CURVE_PATH, check_checkpoints: bool = Tru
     return load_results(path, CURVE_SCHEMA, REGENERATE + " --curve …", check_checkpoints)
 
 
+def held_out_pictures(n: int = 256, seed: int = EVAL_SEED) -> tuple[torch.Tensor, list[str]]:
+    """``n`` held-out pictures (emoji and shapes, drawn with the training mix's weights) and their captions."""
+    from glide_edu.captions import book_captions
+
+    data = book_captions("heldout", n_shapes=max(n, 64), seed=seed)
+    idx = torch.multinomial(data.weights, n, replacement=False, generator=torch.Generator().manual_seed(seed))
+    return data.images[idx], [data.captions[i] for i in idx.tolist()]
+
+
+def caption_use_curve(run_dir: str | Path, every: int = 500, n: int = 256, seeds: Sequence[int] = (0, 1)) -> dict:
+    """:func:`glide_edu.text_metrics.caption_use` of every ``every``-th EMA snapshot of a glide-mini run, on
+    ``n`` held-out pictures, once per noise seed (the spread)."""
+    from glide_edu.captions import tokenize_captions
+    from glide_edu.pipelines.mini import load_mini_model
+    from glide_edu.pretrained import read_metadata
+    from glide_edu.text_metrics import caption_use
+    from glide_edu.train_text import tokenizer_for
+
+    start = time.perf_counter()
+    images, captions = held_out_pictures(n)
+    rows: list[dict[str, Any]] = []
+    for step, path in snapshots(run_dir).items():
+        if step % every:
+            continue
+        options = read_metadata(path)["options"]
+        tokens, mask = tokenize_captions(tokenizer_for(options), captions, int(options["text_ctx"]))
+        model = load_mini_model(path)
+        for seed in seeds:
+            use = caption_use(model.network, model.diffusion(""), images, tokens, mask, seed=seed)
+            rows.append({"step": step, "seed": seed, **{k: round(v, 6) for k, v in use.items()}})
+    return {"schema": CAPTION_USE_SCHEMA, "config": {"n_pictures": n, "seeds": list(seeds), "every": every,
+                                                     "timesteps": [100, 400, 700], "eval_seed": EVAL_SEED},
+            "rows": rows, "provenance": run_provenance(REGENERATE + " --caption-use …", start)}
+
+
 def regenerate(argv: list[str] | None = None) -> None:
     """``python -m glide_edu.book regenerate ch07 --curve RUN_DIR``: the miniature's training curve."""
     parser = chapter_parser("ch07", __doc__)
@@ -143,7 +183,9 @@ def regenerate(argv: list[str] | None = None) -> None:
     what.add_argument("--curve", type=Path, metavar="RUN_DIR", help="a glide-mini run with --snapshot-every")
     what.add_argument("--sweep", action="store_true", help="oracle accuracy vs CFG scale")
     what.add_argument("--explorer", action="store_true", help="the widget's precomputed views")
-    parser.add_argument("--every", type=int, default=1000)
+    what.add_argument("--caption-use", type=Path, metavar="RUN_DIR", help="own vs other vs empty caption errors")
+    parser.add_argument("--every", type=int, default=None,
+                        help="snapshot spacing (default 1000; 500 for --caption-use)")
     parser.add_argument("--curve-extend", type=Path, default=None, metavar="JSON",
                         help="keep this earlier curve's rows and measure only the snapshots it lacks")
     parser.add_argument("--n-prompts", type=int, default=100)
@@ -152,11 +194,14 @@ def regenerate(argv: list[str] | None = None) -> None:
     if args.explorer:
         print(f"wrote {regenerate_mini_views(args.out or mini_views_path())}")
         return
-    if args.sweep:
+    if args.caption_use:
+        results = caption_use_curve(args.caption_use, args.every or 500)
+        out = args.out or CAPTION_USE_PATH
+    elif args.sweep:
         results = guidance_sweep(n=args.n_prompts)
         out = args.out or SWEEP_PATH
     else:
         extend = load_mini_curve(args.curve_extend, check_checkpoints=False) if args.curve_extend else None
-        results = mini_training_curve(args.curve, args.every, args.n_prompts, extend=extend)
+        results = mini_training_curve(args.curve, args.every or 1000, args.n_prompts, extend=extend)
         out = args.out or CURVE_PATH
     print(f"wrote {write_results(results, out)} in {results['provenance']['seconds']} s")
