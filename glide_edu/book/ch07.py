@@ -77,6 +77,14 @@ def oracle_rows(pipe: Any, prompts: dict[str, Sequence[str]], scales: Sequence[f
     return rows
 
 
+def shipped_mini() -> dict[str, Any]:
+    """The shipped miniature's provenance (for results drawn from its training run), or {} without it."""
+    try:
+        return {MINI_CHECKPOINT: checkpoint_provenance(shipped_checkpoint(MINI_CHECKPOINT))}
+    except FileNotFoundError:
+        return {}
+
+
 def mini_training_curve(run_dir: str | Path, every: int = 1000, n: int = 100, seeds: Sequence[int] = (0, 1),
                         scales: Sequence[float] = EVAL_SCALES, steps: int = 25,
                         extend: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -100,13 +108,9 @@ def mini_training_curve(run_dir: str | Path, every: int = 1000, n: int = 100, se
             continue
         rows += oracle_rows(mini_text2im(path), prompts, scales, seeds, steps, step=step)
     rows.sort(key=lambda r: r["step"])
-    try:
-        shipped = {MINI_CHECKPOINT: checkpoint_provenance(shipped_checkpoint(MINI_CHECKPOINT))}
-    except FileNotFoundError:
-        shipped = {}
     return {"schema": CURVE_SCHEMA, "config": {"n_prompts": n, "steps": steps, "seeds": list(seeds),
                                                "scales": list(scales), "every": every, "eval_seed": EVAL_SEED},
-            "rows": rows, "provenance": run_provenance(REGENERATE + " --curve …", start, checkpoints=shipped)}
+            "rows": rows, "provenance": run_provenance(REGENERATE + " --curve …", start, checkpoints=shipped_mini())}
 
 
 def guidance_sweep(pipe: Any = None, scales: Sequence[float] = SWEEP_SCALES, n: int = 100,
@@ -173,7 +177,13 @@ def caption_use_curve(run_dir: str | Path, every: int = 500, n: int = 256, seeds
             rows.append({"step": step, "seed": seed, **{k: round(v, 6) for k, v in use.items()}})
     return {"schema": CAPTION_USE_SCHEMA, "config": {"n_pictures": n, "seeds": list(seeds), "every": every,
                                                      "timesteps": [100, 400, 700], "eval_seed": EVAL_SEED},
-            "rows": rows, "provenance": run_provenance(REGENERATE + " --caption-use …", start)}
+            "rows": rows,
+            "provenance": run_provenance(REGENERATE + " --caption-use …", start, checkpoints=shipped_mini())}
+
+
+def load_caption_use(path: str | Path = CAPTION_USE_PATH, check_checkpoints: bool = True) -> dict[str, Any]:
+    """Read ``glide_mini_caption_use.json``; refuse it if the run's shipped model is not the shipped one."""
+    return load_results(path, CAPTION_USE_SCHEMA, REGENERATE + " --caption-use …", check_checkpoints)
 
 
 def regenerate(argv: list[str] | None = None) -> None:
