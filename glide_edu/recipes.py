@@ -337,8 +337,7 @@ def main(argv: list[str] | None = None) -> None:
                       help="continue from this GLIDE file's weights and step (e.g. the shipped miniature) when "
                            "--run-dir has no checkpoint yet: a warm start (Adam restarts), not a bit-exact resume")
     mini.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32",
-                      help="autocast precision (bf16: about 1.45x faster per step on a CPU with AVX-512 BF16; "
-                           "a resumed run records the change in trainer.json)")
+                      help="autocast (bf16: ~1.45x faster a step on AVX-512-BF16 CPUs; a resume records a change)")
     add_clip_parser(sub)
     pics = sub.add_parser("picture-features", help="the emoji/shapes feature network of the FID-proxy (chapter 12)")
     pics.add_argument("--out", type=Path, required=True, help=OUT_HELP)
@@ -381,8 +380,7 @@ def main(argv: list[str] | None = None) -> None:
         from glide_edu.train_text import train_mini
 
         path = train_mini(args.out, args.run_dir, args.steps, args.seed, snapshot_every=args.snapshot_every,
-                          sample_every=args.sample_every, init_from=args.init_from,
-                          precision=args.precision)
+                          sample_every=args.sample_every, init_from=args.init_from, precision=args.precision)
     elif args.recipe == "folder":
         try:
             recipe = folder_recipe(args)
