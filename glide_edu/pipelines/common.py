@@ -176,28 +176,31 @@ def place_models(
     return dev
 
 
-def network_fn(network: nn.Module, device: torch.device, bf16: bool) -> Callable[..., Tensor]:
-    """``network`` itself, or with ``bf16`` a function that runs it under bfloat16 autocast and returns float32.
+@contextlib.contextmanager
+def network_fn(network: nn.Module, device: torch.device, bf16: bool) -> Iterator[Callable[..., Tensor]]:
+    """Yields ``network`` itself, or with ``bf16`` a function that runs it under bfloat16 autocast and returns
+    float32, with :func:`bf16_weights` applied for the duration (use it around the whole sampling loop).
 
     Only the network runs in low precision: the sampler's own arithmetic (posterior mean and variance, x̂₀,
-    clipping, the next x_t) stays float32, as it would if autocast covered the network call alone. Pair it
-    with :func:`bf16_weights` around the sampling loop.
+    clipping, the next x_t) stays float32, as it would if autocast covered the network call alone.
     """
     if not bf16:
-        return network
+        yield network
+        return
 
     def run(*args: Any, **kwargs: Any) -> Tensor:
         with torch.autocast(device_type=device.type, dtype=torch.bfloat16):
             return network(*args, **kwargs).float()
 
-    return run
+    with bf16_weights(network):
+        yield run
 
 
 LOW_PRECISION_LAYERS = (nn.Conv1d, nn.Conv2d, nn.Linear)  # the layers autocast runs in bfloat16
 
 
 @contextlib.contextmanager
-def bf16_weights(network: nn.Module | None) -> Iterator[None]:
+def bf16_weights(network: nn.Module) -> Iterator[None]:
     """Give ``network``'s convolutions and linear layers bfloat16 copies of their float32 weights and biases
     (4-D ones channels-last) for the duration; the float32 tensors are put back, untouched, on exit.
 
@@ -208,7 +211,7 @@ def bf16_weights(network: nn.Module | None) -> Iterator[None]:
     """
     saved: list[tuple[nn.Parameter, Tensor]] = []
     try:
-        for module in network.modules() if network is not None else ():
+        for module in network.modules():
             if not isinstance(module, LOW_PRECISION_LAYERS):
                 continue
             for param in (module.weight, module.bias):

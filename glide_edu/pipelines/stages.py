@@ -19,7 +19,7 @@ from torch import Tensor
 
 from glide_edu.guidance import classifier_free_guidance
 from glide_edu.inpaint import known_region_clamp
-from glide_edu.pipelines.common import NoiseSource, bf16_weights, network_fn
+from glide_edu.pipelines.common import NoiseSource, network_fn
 from glide_edu.pipelines.models import GlideModel
 
 __all__ = ["encode_prompts", "known_region", "sample_base", "sample_upsampler"]
@@ -78,13 +78,12 @@ def sample_base(
     network = model.network
     device = next(network.parameters()).device
     rows = len(text["tokens"])
-    net = network_fn(network, device, bf16)  # bf16: autocast inside, float32 out
-    model_fn = net if guidance_scale is None else classifier_free_guidance(net, guidance_scale)
     kwargs, denoised_fn = dict(text), None
     if inpaint is not None:
         extra, denoised_fn = inpaint
         kwargs.update(extra)
-    with bf16_weights(network if bf16 else None):
+    with network_fn(network, device, bf16) as net:  # bf16: autocast inside, float32 out
+        model_fn = net if guidance_scale is None else classifier_free_guidance(net, guidance_scale)
         out = model.diffusion(respacing).p_sample_loop(
             model_fn,
             (rows, 3, model.image_size, model.image_size),
@@ -130,9 +129,9 @@ def sample_upsampler(
     loop = diffusion.ddim_sample_loop if method == "ddim" else diffusion.p_sample_loop
     shape = (len(low_res), 3, model.image_size, model.image_size)
     x_T = noise.draw(shape, device)
-    with bf16_weights(network if bf16 else None):
+    with network_fn(network, device, bf16) as net:
         out = loop(
-            network_fn(network, device, bf16),
+            net,
             shape,
             noise=x_T,
             temperature=temperature,
