@@ -20,9 +20,15 @@ from glide_edu.respace import create_diffusion
 from glide_edu.train import TrainConfig, Trainer
 
 STEPS = 40
+STUCK = 3  # kills in a row that found no new checkpoint: the next child runs until it writes one, then is killed
+WRITE_TIMEOUT = 180.0  # seconds a child gets to write one checkpoint before the test calls it hung
 
 
 def _child(run_dir: str, conn) -> None:  # runs in a forked process (imports already done by the parent)
+    import faulthandler
+    import sys
+
+    faulthandler.dump_traceback_later(WRITE_TIMEOUT - 30, exit=False, file=sys.stderr)  # a stall shows where it is
     torch.set_num_threads(1)
     cfg = UNetConfig(image_size=16, in_channels=1, model_channels=32, channel_mult=(1, 2), num_res_blocks=1,
                      attention_resolutions=(8,), dropout=0.1, learn_sigma=True)
@@ -48,6 +54,28 @@ def _start(run_dir: Path):
     return process, parent
 
 
+def _newest_step(run_dir: Path) -> int:
+    """The step ``latest`` points at (-1 before the first checkpoint); the pointer is replaced last, atomically."""
+    pointer = run_dir / "latest"
+    try:
+        return int(pointer.read_text().strip().split("-")[1])
+    except FileNotFoundError:
+        return -1
+
+
+def _wait_for_checkpoint_after(run_dir: Path, step: int, process) -> None:
+    """Block until the child writes a checkpoint newer than ``step`` (or fail, naming the stall)."""
+    deadline = time.monotonic() + WRITE_TIMEOUT
+    while _newest_step(run_dir) <= step:
+        assert process.is_alive() or process.exitcode == 0, f"the child died (exit code {process.exitcode})"
+        if not process.is_alive():
+            return
+        assert time.monotonic() < deadline, (
+            f"the child wrote no checkpoint after step {step} in {WRITE_TIMEOUT:.0f} s: a hung child (its stack is "
+            "on stderr), not a slow one")
+        time.sleep(0.05)
+
+
 def _final_state(run_dir: Path) -> dict[str, torch.Tensor]:
     folder = run_dir / f"ckpt-{STEPS:07d}"
     state = torch.load(folder / "optimizer.pt", weights_only=True)
@@ -68,7 +96,7 @@ def test_twenty_random_sigkills_leave_the_run_bit_identical(tmp_path: Path) -> N
     assert process.exitcode == 0
     killed = tmp_path / "killed"
     rng = random.Random(12345)
-    kills, resumed_from = 0, []
+    kills, resumed_from, stuck = 0, [], 0
     while True:
         process, conn = _start(killed)
         assert conn.poll(120), "the child never became ready"
@@ -77,6 +105,11 @@ def test_twenty_random_sigkills_leave_the_run_bit_identical(tmp_path: Path) -> N
             process.join(timeout=600)  # let the last stretch finish
             assert process.exitcode == 0
             break
+        # On a loaded machine the first step and save of a fresh child can outlast the kill window; then every
+        # kill lands before a checkpoint and the run never advances. After STUCK such kills in a row, the next
+        # child first writes one checkpoint (bounded wait), so the loop always ends.
+        if stuck >= STUCK:
+            _wait_for_checkpoint_after(killed, resumed_from[-1], process)
         time.sleep(rng.uniform(0.0, 0.4))  # a few training steps: inside a step, a save, a rename, the pointer…
         if process.is_alive():
             os.kill(process.pid, signal.SIGKILL)
@@ -84,6 +117,7 @@ def test_twenty_random_sigkills_leave_the_run_bit_identical(tmp_path: Path) -> N
         process.join(timeout=60)
         if process.exitcode == 0:
             break
+        stuck = stuck + 1 if _newest_step(killed) <= resumed_from[-1] else 0
     assert kills >= 20, f"only {kills} kills"
     assert len(set(resumed_from)) > 5  # the kills fell at many different steps
     assert not list(killed.glob(".ckpt-*"))  # leftovers were cleaned on each start
