@@ -116,7 +116,8 @@ def contrastive_loss(z_image: Tensor, z_text: Tensor, log_scale: Tensor, caption
 def retrieval_accuracy(clip: NoisedClip, images: Tensor, captions: list[str], t: int = 0, batch: int = 256,
                        seed: int = 0) -> float:
     """Top-1 accuracy of picking each picture's caption among the ``len(captions)`` given, at timestep t
-    (pictures noised with q_sample at t > 0, with a fixed seed)."""
+    (pictures noised with q_sample at t > 0, with a fixed seed). A CLIP trained on clean pictures
+    (``trained_on_noise`` False) is shown t = 0, as it would be when guiding."""
     diffusion = DiffusionConfig(clip.config.n_timesteps, clip.config.beta_schedule).create("")
     gen = torch.Generator().manual_seed(seed)
     tokens, lens = clip.tokenizer.tokens_and_lens(captions, clip.config.max_text_len)
@@ -128,7 +129,7 @@ def retrieval_accuracy(clip: NoisedClip, images: Tensor, captions: list[str], t:
             tt = torch.full((x.shape[0],), t, dtype=torch.long)
             if t > 0:
                 x = diffusion.q_sample(x, tt, noise=torch.randn(x.shape, generator=gen))
-            rows.append(clip.image_embeddings(x, tt) @ z_text.T)
+            rows.append(clip.image_embeddings(x, tt if clip.trained_on_noise else 0 * tt) @ z_text.T)
         sims = torch.cat(rows)
     # identical captions count as right answers
     right = same_caption(captions)
@@ -156,6 +157,21 @@ def load_clip_file(path: str | os.PathLike) -> NoisedClip:
         state = {k: f.get_tensor(k).float() for k in f.keys()}
     clip.load_state_dict(state, strict=True)
     clip.tokenizer = ByteClipTokenizer()
+    clip.trained_on_noise = bool(meta.get("info", {}).get("train", {}).get("noised", True))
+    return clip.eval()
+
+
+def clip_from_checkpoint(folder: str | os.PathLike) -> NoisedClip:
+    """The CLIP of one run-folder checkpoint (``<run_dir>/ckpt-<step>``) of :func:`train_clip`, in eval mode:
+    for curves over training steps and for comparing runs at equal steps."""
+    from glide_edu.run_dir import read_checkpoint
+
+    model_state, _, _, meta = read_checkpoint(Path(folder))
+    config = ClipConfig(**meta["model_config"])
+    clip = NoisedClip(replace(config, logit_scale=round(float(model_state.pop("log_scale").exp()), 4)))
+    clip.load_state_dict(model_state, strict=True)
+    clip.tokenizer = ByteClipTokenizer()
+    clip.trained_on_noise = bool(meta["train_config"]["noised"])
     return clip.eval()
 
 

@@ -18,6 +18,7 @@ from glide_edu.train_clip import (
     EVAL_CLIP,
     MINI_CLIP,
     ClipTrainConfig,
+    clip_from_checkpoint,
     contrastive_loss,
     load_clip_file,
     retrieval_accuracy,
@@ -63,6 +64,7 @@ def test_training_learns_and_the_file_round_trips(tmp_path: Path, noised: bool) 
     assert meta["info"]["train"]["noised"] is noised and meta["tokenizer"] == "bytes"
     history = meta["info"]["history"]
     assert history[-1]["loss"] < history[0]["loss"] - 0.5, history
+    assert clip.trained_on_noise is noised  # the file says how its CLIP was trained: guidance shows t = 0 if clean
     if not noised:  # clean pictures: 60 steps already pick most captions
         chance = retrieval_accuracy(before.eval(), data.images, data.captions)
         assert retrieval_accuracy(clip, data.images, data.captions) > chance + 0.3
@@ -78,6 +80,49 @@ def test_cond_fn_is_the_gradient_of_the_scaled_similarity() -> None:
     xr = x.clone().requires_grad_(True)
     (clip.logits(clip.text_embeddings(tokens, lens), clip.image_embeddings(xr, t)).sum() * 2.0).backward()
     assert torch.allclose(g, xr.grad, atol=1e-6)
+
+
+def test_a_clean_clip_is_shown_t_zero_when_guiding_and_when_scored() -> None:
+    torch.manual_seed(0)
+    clip = NoisedClip(TINY).eval()
+    clip.tokenizer = ByteClipTokenizer()
+    x, t = torch.randn(2, 3, 32, 32) * 0.5, torch.tensor([300, 700])
+    as_noised, at_zero = clip.cond_fn("a red circle", 1.0)(x, t), clip.cond_fn("a red circle", 1.0)(x, 0 * t)
+    assert not torch.allclose(as_noised, at_zero)  # the timestep token matters to a noised CLIP
+    assert torch.equal(clip.cond_fn("a red circle", 1.0, clean=True)(x, t), at_zero)
+    clip.trained_on_noise = False  # a control trained on clean pictures: t = 0 by default, everywhere
+    assert torch.equal(clip.cond_fn("a red circle", 1.0)(x, t), at_zero)
+    assert torch.equal(clip.cond_fn("a red circle", 1.0, clean=False)(x, t), as_noised)
+    data = load_shapes(16, seed=3)
+    scored = retrieval_accuracy(clip, data.images, data.captions, t=500)
+    with torch.no_grad():  # the same noise (seed 0) by hand, shown t = 0
+        noise = torch.randn(data.images.shape, generator=torch.Generator().manual_seed(0))
+        x_t = _diffusion_of(clip).q_sample(data.images, torch.full((16,), 500), noise=noise)
+        sims = clip.image_embeddings(x_t, 0) @ clip.text_embeddings(*clip.encode_prompts(data.captions)).T
+    right = [data.captions[j] == data.captions[i] for i, j in enumerate(sims.argmax(1).tolist())]
+    assert scored == pytest.approx(sum(right) / 16)
+
+
+def _diffusion_of(clip: NoisedClip):
+    from glide_edu.respace import DiffusionConfig
+
+    return DiffusionConfig(clip.config.n_timesteps, clip.config.beta_schedule).create("")
+
+
+def test_a_run_folder_checkpoint_loads_as_the_clip_of_that_step(tmp_path: Path) -> None:
+    data = load_shapes(32, seed=2)
+    cfg = ClipTrainConfig(steps=6, batch_size=8, lr=2e-3, warmup=2, progress=False, checkpoint_every=3, noised=False)
+    final = load_clip_file(train_clip(tmp_path / "c.safetensors", TINY, cfg, data.images, data.captions,
+                                      run_dir=tmp_path / "run"))
+    at_end = clip_from_checkpoint(tmp_path / "run" / "ckpt-0000006")
+    assert at_end.trained_on_noise is False and at_end.config == final.config
+    tokens, lens = final.encode_prompts(data.captions[:4])
+    with torch.no_grad():  # the file holds float16 weights, the checkpoint float32
+        for a, b in ((final.image_embeddings(data.images[:4], 0), at_end.image_embeddings(data.images[:4], 0)),
+                     (final.text_embeddings(tokens, lens), at_end.text_embeddings(tokens, lens))):
+            assert torch.allclose(a, b, atol=2e-2) and not torch.allclose(a, b, atol=0)
+    middle = clip_from_checkpoint(tmp_path / "run" / "ckpt-0000003")
+    assert not torch.equal(middle.image_encoder.blocks["input"].w_pos, at_end.image_encoder.blocks["input"].w_pos)
 
 
 def test_evaluator_is_another_architecture() -> None:

@@ -277,6 +277,7 @@ class NoisedClip(nn.Module):
         self.image_encoder = ImageEncoder(c)
         self.logit_scale = float(np.float32(math.log(c.logit_scale)))  # log(100) rounded to float32
         self.tokenizer: Any = None  # None: CLIP's BPE (the released model); the book's miniatures use bytes
+        self.trained_on_noise = True  # GLIDE's CLIP saw x_t at every t; False: a control trained on clean pictures
 
     def load_state_dicts(
         self,
@@ -313,7 +314,7 @@ class NoisedClip(nn.Module):
         return scale * (z_text * z_image).sum(-1)
 
     def cond_fn(
-        self, prompts: str | Sequence[str] | tuple[Tensor, Tensor], guidance_scale: float
+        self, prompts: str | Sequence[str] | tuple[Tensor, Tensor], guidance_scale: float, clean: bool | None = None
     ) -> Callable[..., Tensor]:
         """CLIP guidance for ``p_sample``: ``fn(x_t, t, **model_kwargs)`` → s · ∇_{x_t} Σ_b 100·z_text·z_image.
 
@@ -321,7 +322,11 @@ class NoisedClip(nn.Module):
         :meth:`encode_prompts`. The text side is computed once, here. ``t`` must be ORIGINAL timesteps
         (the respaced diffusions pass them); ``fn`` enables autograd itself, as samplers run under
         ``torch.no_grad()``. Extra keywords (the UNet's ``tokens``/``mask``) are ignored.
+        ``clean``: a CLIP trained on clean pictures only never saw t ≠ 0, so it is shown t = 0 (x_t as if it
+        were a picture — the "clean CLIP guidance" GLIDE compares against); None: :attr:`trained_on_noise`.
         """
+        if clean is None:
+            clean = not self.trained_on_noise
         if isinstance(prompts, tuple) and len(prompts) == 2 and all(isinstance(p, Tensor) for p in prompts):
             tokens, lens = prompts
         else:
@@ -332,9 +337,10 @@ class NoisedClip(nn.Module):
         def fn(x: Tensor, t: Tensor, **_: Any) -> Tensor:
             if z_text.shape[0] not in (1, x.shape[0]):
                 raise ValueError(f"cond_fn has {z_text.shape[0]} prompts but x_t has batch {x.shape[0]}")
+            shown_t = torch.zeros_like(t) if clean else t
             with torch.enable_grad():
                 x_in = x.detach().requires_grad_(True)
-                loss = self.logits(z_text, self.image_embeddings(x_in, t)).sum()
+                loss = self.logits(z_text, self.image_embeddings(x_in, shown_t)).sum()
                 (grad,) = torch.autograd.grad(loss, x_in)
             return grad * guidance_scale
 
