@@ -161,6 +161,16 @@ def load_clip_file(path: str | os.PathLike) -> NoisedClip:
     return clip.eval()
 
 
+def shipped_clip(kind: str) -> NoisedClip:
+    """One of the book's CLIPs (a :data:`CLIP_RECIPES` kind: ``noised``, ``clean``, ``eval``) from
+    ``data/checkpoints/clip_<kind>.safetensors``."""
+    from glide_edu.pretrained import shipped_checkpoint
+
+    if kind not in CLIP_RECIPES:
+        raise ValueError(f"unknown CLIP {kind!r}; the book ships {', '.join(CLIP_RECIPES)}")
+    return load_clip_file(shipped_checkpoint(f"clip_{kind}"))
+
+
 def clip_from_checkpoint(folder: str | os.PathLike) -> NoisedClip:
     """The CLIP of one run-folder checkpoint (``<run_dir>/ckpt-<step>``) of :func:`train_clip`, in eval mode:
     for curves over training steps and for comparing runs at equal steps."""

@@ -20,20 +20,14 @@ import torch
 from safetensors import safe_open
 
 from glide_edu.nn.clip import NoisedClip
-from glide_edu.pretrained import shipped_checkpoint
-from glide_edu.train_clip import load_clip_file, retrieval_accuracy, same_caption
+from glide_edu.train_clip import retrieval_accuracy, same_caption, shipped_clip
 
-# the book's CLIPs: data/checkpoints/<name>.safetensors
-CLIP_FILES = {"noised": "clip_noised", "clean": "clip_clean", "eval": "clip_eval"}
 TIMESTEPS = (0, 100, 200, 300, 400, 500, 600, 700, 800, 900, 999)  # of the 1000-step cosine schedule
 
 
 def shipped_clips(names: Sequence[str] = ("noised", "clean")) -> dict[str, NoisedClip]:
-    """The book's CLIPs by name (``noised``, ``clean``, ``eval``), from ``data/checkpoints``."""
-    unknown = [n for n in names if n not in CLIP_FILES]
-    if unknown:
-        raise ValueError(f"unknown CLIP {unknown[0]!r}; the book ships {', '.join(CLIP_FILES)}")
-    return {name: load_clip_file(shipped_checkpoint(CLIP_FILES[name])) for name in names}
+    """The book's CLIPs by name (``noised``, ``clean``, ``eval``): :func:`glide_edu.train_clip.shipped_clip`."""
+    return {name: shipped_clip(name) for name in names}
 
 
 def chance_level(captions: Sequence[str]) -> float:

@@ -1,0 +1,188 @@
+"""Chapter 12 only: measuring the miniature — guidance sweeps for CFG and CLIP guidance, their fronts, GLIDE's claims.
+
+    python -m glide_edu.book regenerate ch12 --sweep      # → data/results/glide_mini_fronts.json
+
+:func:`method_sweep` draws one picture per held-out shapes caption for every (method, scale, seed): classifier-
+free guidance (``cfg``, s = 1 is the plain conditional model) and CLIP guidance with the noised CLIP
+(``clip-noised``) or its clean control (``clip-clean``; s = 0 is again the plain conditional model). Each set is
+scored against the real pictures of the same captions: FID-proxy and precision/recall on the picture feature net
+(:mod:`glide_edu.text_metrics`), CLIP score under the *independent* evaluation CLIP, the shapes oracle's caption
+accuracy, and diversity (mean pairwise feature distance). :func:`claims` turns the rows into GLIDE's three
+claims, each a measured yes/no with the numbers behind it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from glide_edu.book import chapter_parser
+from glide_edu.metrics import diversity, fid_proxies, precision_recall
+from glide_edu.oracle import caption_accuracy
+from glide_edu.results import RESULTS_DIR, load_results, run_provenance, write_results
+from glide_edu.text_metrics import clip_score, dominated_fraction
+
+SWEEP_PATH = RESULTS_DIR / "glide_mini_fronts.json"
+SWEEP_SCHEMA = "glide_edu.glide_mini_fronts/1"
+REGENERATE = "python -m glide_edu.book regenerate ch12"
+METHOD_SCALES: dict[str, tuple[float, ...]] = {
+    "cfg": (1.0, 1.5, 2.0, 3.0, 4.0, 6.0),
+    "clip-noised": (0.0, 1.0, 2.0, 4.0, 8.0, 16.0),
+    "clip-clean": (0.0, 1.0, 2.0, 4.0, 8.0, 16.0),
+}
+METRICS = ("fid_proxy", "precision", "recall", "clip_score", "oracle", "diversity")
+LOWER_IS_BETTER = {"fid_proxy"}
+EVAL_SEED = 1234  # the captions' scenes: not the training scenes (seed 0)
+
+
+def draw(pipes: Mapping[str, Any], method: str, prompts: Sequence[str], scale: float, seed: int, steps: int,
+         batch: int = 50) -> torch.Tensor:
+    """One picture per prompt from ``pipes[method]`` at guidance scale ``scale``: (N, 3, S, S) in [−1, 1]."""
+    if method not in pipes:
+        raise ValueError(f"no pipeline for method {method!r}; have {', '.join(pipes)}")
+    rows = []
+    for i in range(0, len(prompts), batch):
+        out = pipes[method](list(prompts[i: i + batch]), batch_size=1, guidance_scale=scale,
+                            num_inference_steps=steps, seed=seed + i, upsample=False)
+        rows.append(out.samples)
+    return torch.cat(rows)
+
+
+def measure(fakes: Sequence[torch.Tensor], prompts: Sequence[str], real: torch.Tensor, net: Any, eval_clip: Any,
+            k: int = 3) -> list[dict[str, float]]:
+    """The six metrics of each picture set in ``fakes`` (each drawn for ``prompts``) against ``real``."""
+    real_feats = net.features(real.clamp(-1, 1))
+    fids = fid_proxies(real, list(fakes), net)
+    out = []
+    for fake, fid in zip(fakes, fids, strict=True):
+        precision, recall = precision_recall(real_feats, net.features(fake.clamp(-1, 1)), k=k)
+        out.append({"fid_proxy": fid, "precision": precision, "recall": recall,
+                    "clip_score": clip_score(eval_clip, fake, prompts),
+                    "oracle": caption_accuracy(fake, list(prompts))["caption"], "diversity": diversity(fake, net)})
+    return out
+
+
+@torch.no_grad()
+def method_sweep(pipes: Mapping[str, Any], eval_clip: Any, net: Any, prompts: Sequence[str], real: torch.Tensor,
+                 scales: Mapping[str, Sequence[float]] | None = None, seeds: Sequence[int] = (0, 1),
+                 steps: int = 25, checkpoints: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Rows ``{method, scale, seed, <metrics>}`` for every method in ``scales`` (default :data:`METHOD_SCALES`);
+    ``checkpoints``: the files used (:func:`glide_edu.results.checkpoint_provenance`), so stale results are refused."""
+    if len(real) != len(prompts):
+        raise ValueError(f"{len(real)} real pictures for {len(prompts)} prompts: give the pictures of the prompts")
+    start = time.perf_counter()
+    scales = dict(scales or METHOD_SCALES)
+    rows = []
+    for method, method_scales in scales.items():
+        for seed in seeds:
+            fakes = [draw(pipes, method, prompts, s, seed, steps) for s in method_scales]
+            for s, scores in zip(method_scales, measure(fakes, prompts, real, net, eval_clip), strict=True):
+                rows.append({"method": method, "scale": s, "seed": seed, **{m: round(v, 5) for m, v in scores.items()}})
+    config = {"n_prompts": len(prompts), "steps": steps, "seeds": list(seeds),
+              "scales": {m: list(v) for m, v in scales.items()}, "eval_seed": EVAL_SEED}
+    return {"schema": SWEEP_SCHEMA, "config": config, "rows": rows,
+            "provenance": run_provenance(REGENERATE + " --sweep", start, checkpoints=dict(checkpoints or {}))}
+
+
+def curves(results: Mapping[str, Any]) -> dict[str, dict[str, list[float]]]:
+    """method → ``{"scale": [...], <metric>: [mean over seeds, per scale]}``, scales in the sweep's order."""
+    out: dict[str, dict[str, list[float]]] = {}
+    for method, scales in results["config"]["scales"].items():
+        table: dict[str, list[float]] = {"scale": list(scales)}
+        for metric in METRICS:
+            table[metric] = []
+            for s in scales:
+                values = [r[metric] for r in results["rows"] if r["method"] == method and r["scale"] == s]
+                table[metric].append(sum(values) / len(values))
+        out[method] = table
+    return out
+
+
+def points(table: Mapping[str, list[float]], x: str, y: str) -> list[tuple[float, float]]:
+    """The (x, y) pairs of one method's curve, for :func:`glide_edu.text_metrics.pareto_front`."""
+    return list(zip(table[x], table[y], strict=True))
+
+
+def better(metric: str) -> bool:
+    """Whether larger is better for ``metric`` (False only for the FID-proxy)."""
+    if metric not in METRICS:
+        raise ValueError(f"unknown metric {metric!r}; choose one of {', '.join(METRICS)}")
+    return metric not in LOWER_IS_BETTER
+
+
+def front_comparison(results: Mapping[str, Any], a: str, b: str, x: str, y: str) -> dict[str, float]:
+    """How much of method ``a``'s curve ``b`` dominates in the (x, y) plane, and the reverse (0 to 1 each)."""
+    table = curves(results)
+    maximize = (better(x), better(y))
+    pa, pb = points(table[a], x, y), points(table[b], x, y)
+    return {f"{a}_beaten_by_{b}": dominated_fraction(pa, pb, maximize),
+            f"{b}_beaten_by_{a}": dominated_fraction(pb, pa, maximize)}
+
+
+def claims(results: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """GLIDE's three claims on the miniature, each ``{"holds": bool, …the numbers it rests on}``.
+
+    (i) CFG's curves are closer to Pareto-optimal: on FID-proxy vs precision and on precision vs recall, CLIP
+    guidance's points are dominated by CFG's more often than the reverse. (ii) CLIP guidance reaches a higher
+    CLIP score (evaluation CLIP) than CFG, while the oracle's best caption accuracy is CFG's. (iii) the noised
+    CLIP guides better than the clean one: higher best CLIP score and best oracle accuracy.
+    """
+    table = curves(results)
+    out: dict[str, dict[str, Any]] = {}
+    fronts = {f"{x} vs {y}": front_comparison(results, "clip-noised", "cfg", x, y)
+              for x, y in (("fid_proxy", "precision"), ("precision", "recall"))}
+    out["i_cfg_closer_to_pareto"] = {
+        "holds": all(f["clip-noised_beaten_by_cfg"] > f["cfg_beaten_by_clip-noised"] for f in fronts.values()),
+        **fronts}
+    best = {m: {metric: max(table[m][metric]) for metric in ("clip_score", "oracle")} for m in table}
+    out["ii_clip_score_vs_oracle"] = {
+        "holds": best["clip-noised"]["clip_score"] > best["cfg"]["clip_score"]
+        and best["cfg"]["oracle"] > best["clip-noised"]["oracle"],
+        "best": {m: best[m] for m in ("cfg", "clip-noised")}}
+    if "clip-clean" in table:
+        out["iii_noised_beats_clean"] = {
+            "holds": best["clip-noised"]["clip_score"] > best["clip-clean"]["clip_score"]
+            and best["clip-noised"]["oracle"] > best["clip-clean"]["oracle"],
+            "best": {m: best[m] for m in ("clip-noised", "clip-clean")}}
+    return out
+
+
+def load_sweep(path: str | Path = SWEEP_PATH, check_checkpoints: bool = True) -> dict[str, Any]:
+    """Read ``glide_mini_fronts.json``."""
+    return load_results(path, SWEEP_SCHEMA, REGENERATE + " --sweep", check_checkpoints)
+
+
+def book_sweep(n: int = 100, seeds: Sequence[int] = (0, 1), steps: int = 25) -> dict[str, Any]:
+    """:func:`method_sweep` with the shipped miniature, the book's three CLIPs and picture feature net."""
+    from glide_edu.pipelines.clip_guided import ClipGuidedPipeline
+    from glide_edu.pipelines.mini import MINI_CHECKPOINT, mini_text2im
+    from glide_edu.pretrained import shipped_checkpoint
+    from glide_edu.results import checkpoint_provenance
+    from glide_edu.shapes import load_shapes
+    from glide_edu.text_metrics import PICTURE_NET_PATH, load_picture_net
+    from glide_edu.train_clip import shipped_clip
+
+    clip_files = [shipped_checkpoint(f"clip_{name}") for name in ("noised", "clean", "eval")]
+    files = [shipped_checkpoint(MINI_CHECKPOINT), *clip_files, PICTURE_NET_PATH]
+    cfg = mini_text2im()
+    clips = {kind: shipped_clip(kind) for kind in ("noised", "clean", "eval")}
+    pipes = {"cfg": cfg, **{f"clip-{name}": ClipGuidedPipeline(cfg.base, clips[name], None, cfg.tokenizer)
+                            for name in ("noised", "clean")}}
+    data = load_shapes(n, EVAL_SEED, "train")
+    return method_sweep(pipes, clips["eval"], load_picture_net(), data.captions, data.images, seeds=seeds,
+                        steps=steps, checkpoints={Path(f).stem: checkpoint_provenance(f) for f in files})
+
+
+def regenerate(argv: list[str] | None = None) -> None:
+    """``python -m glide_edu.book regenerate ch12 --sweep``: the guidance sweeps behind the fronts."""
+    parser = chapter_parser("ch12", __doc__)
+    parser.add_argument("--sweep", action="store_true", required=True, help="CFG and CLIP guidance vs scale")
+    parser.add_argument("--n-prompts", type=int, default=100)
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args(argv)
+    results = book_sweep(n=args.n_prompts)
+    print(f"wrote {write_results(results, args.out or SWEEP_PATH)} in {results['provenance']['seconds']} s")

@@ -1,0 +1,113 @@
+"""Chapter 12's sweep and claims: metrics per (method, scale, seed), curves, fronts, the three claims."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from glide_edu.book import ch12
+from glide_edu.nn.clip import NoisedClip
+from glide_edu.shapes import load_shapes
+from glide_edu.text_metrics import PictureFeatureNet
+from glide_edu.tokenizers import ByteClipTokenizer
+from glide_edu.train_clip import MINI_CLIP
+
+
+class BlurPipe:
+    """A stand-in pipeline: the real pictures of the prompts, mixed with seeded noise that shrinks as s grows."""
+
+    def __init__(self, lookup: dict[str, torch.Tensor]) -> None:
+        self.lookup, self.calls = lookup, []
+
+    def __call__(self, prompts, batch_size, guidance_scale, num_inference_steps, seed, upsample):
+        self.calls.append((len(prompts), guidance_scale, num_inference_steps, seed, upsample))
+        gen = torch.Generator().manual_seed(seed)
+        clean = torch.stack([self.lookup[p] for p in prompts])
+        noise = torch.randn(clean.shape, generator=gen)
+        weight = 1.0 / (1.0 + guidance_scale)
+        return SimpleNamespace(samples=((1 - weight) * clean + weight * noise).clamp(-1, 1))
+
+
+@pytest.fixture(scope="module")
+def sweep() -> dict:
+    data = load_shapes(12, seed=5, split="train")
+    lookup = dict(zip(data.captions, data.images, strict=True))
+    torch.manual_seed(0)
+    clip = NoisedClip(replace(MINI_CLIP, n_embd=32, n_head_state_text=16, n_head_text=2, n_xf_blocks_text=1,
+                              n_head_state_image=16, n_head_image=2, n_xf_blocks_image=1, patch_size=8)).eval()
+    clip.tokenizer = ByteClipTokenizer()
+    pipes = {"cfg": BlurPipe(lookup), "clip-noised": BlurPipe(lookup)}
+    scales = {"cfg": (1.0, 9.0), "clip-noised": (0.0, 3.0)}
+    result = ch12.method_sweep(pipes, clip, PictureFeatureNet(5).eval(), data.captions, data.images, scales,
+                               seeds=(0, 1), steps=7)
+    return {"result": result, "pipes": pipes}
+
+
+def test_every_method_scale_and_seed_is_one_row_of_six_metrics(sweep) -> None:
+    rows = sweep["result"]["rows"]
+    assert [(r["method"], r["scale"], r["seed"]) for r in rows] == [
+        ("cfg", 1.0, 0), ("cfg", 9.0, 0), ("cfg", 1.0, 1), ("cfg", 9.0, 1),
+        ("clip-noised", 0.0, 0), ("clip-noised", 3.0, 0), ("clip-noised", 0.0, 1), ("clip-noised", 3.0, 1)]
+    assert all(set(ch12.METRICS) <= set(r) for r in rows)
+    calls = sweep["pipes"]["cfg"].calls
+    assert {c[2] for c in calls} == {7} and not any(c[4] for c in calls) and {c[3] for c in calls} == {0, 1}
+    # less noise (larger s here) → closer to the real pictures: lower FID-proxy, higher oracle accuracy
+    by = {(r["method"], r["scale"], r["seed"]): r for r in rows}
+    for seed in (0, 1):
+        assert by[("cfg", 9.0, seed)]["fid_proxy"] < by[("cfg", 1.0, seed)]["fid_proxy"]
+        assert by[("cfg", 9.0, seed)]["oracle"] >= by[("cfg", 1.0, seed)]["oracle"]
+
+
+def test_curves_average_over_seeds(sweep) -> None:
+    table = ch12.curves(sweep["result"])
+    rows = sweep["result"]["rows"]
+    want = sum(r["clip_score"] for r in rows if r["method"] == "cfg" and r["scale"] == 9.0) / 2
+    assert table["cfg"]["scale"] == [1.0, 9.0] and table["cfg"]["clip_score"][1] == pytest.approx(want)
+
+
+def _results(curve: dict[str, dict[str, list[float]]]) -> dict:
+    rows = [{"method": m, "scale": s, "seed": 0, **{k: v[i] for k, v in c.items() if k != "scale"}}
+            for m, c in curve.items() for i, s in enumerate(c["scale"])]
+    return {"config": {"scales": {m: c["scale"] for m, c in curve.items()}}, "rows": rows}
+
+
+def _curve(scales, **metrics) -> dict[str, list[float]]:
+    base = {m: [0.5] * len(scales) for m in ch12.METRICS}
+    return {"scale": list(scales), **base, **metrics}
+
+
+def test_claims_hold_exactly_when_their_numbers_say_so() -> None:
+    paper_like = _results({
+        "cfg": _curve((1, 2), fid_proxy=[5.0, 4.0], precision=[0.6, 0.8], recall=[0.7, 0.6],
+                      clip_score=[20.0, 22.0], oracle=[0.5, 0.7]),
+        "clip-noised": _curve((0, 4), fid_proxy=[6.0, 7.0], precision=[0.5, 0.55], recall=[0.55, 0.5],
+                              clip_score=[20.0, 25.0], oracle=[0.5, 0.55]),
+        "clip-clean": _curve((0, 4), clip_score=[20.0, 21.0], oracle=[0.5, 0.45]),
+    })
+    found = ch12.claims(paper_like)
+    assert [found[k]["holds"] for k in ("i_cfg_closer_to_pareto", "ii_clip_score_vs_oracle",
+                                        "iii_noised_beats_clean")] == [True, True, True]
+    assert found["i_cfg_closer_to_pareto"]["fid_proxy vs precision"] == {"clip-noised_beaten_by_cfg": 1.0,
+                                                                          "cfg_beaten_by_clip-noised": 0.0}
+    reversed_ = _results({
+        "cfg": _curve((1, 2), fid_proxy=[6.0, 7.0], precision=[0.5, 0.55], recall=[0.55, 0.5],
+                      clip_score=[20.0, 26.0], oracle=[0.5, 0.5]),
+        "clip-noised": _curve((0, 4), fid_proxy=[5.0, 4.0], precision=[0.6, 0.8], recall=[0.7, 0.6],
+                              clip_score=[20.0, 25.0], oracle=[0.5, 0.7]),
+    })
+    found = ch12.claims(reversed_)
+    assert not found["i_cfg_closer_to_pareto"]["holds"] and not found["ii_clip_score_vs_oracle"]["holds"]
+    assert "iii_noised_beats_clean" not in found  # no clean-CLIP curve, no claim (iii)
+
+
+def test_bad_inputs_are_one_clear_error(sweep) -> None:
+    data = load_shapes(4, seed=5)
+    with pytest.raises(ValueError, match="no pipeline for method 'clip-clean'"):
+        ch12.draw(sweep["pipes"], "clip-clean", data.captions, 1.0, 0, 5)
+    with pytest.raises(ValueError, match="3 real pictures for 4 prompts"):
+        ch12.method_sweep(sweep["pipes"], None, None, data.captions, data.images[:3])
+    with pytest.raises(ValueError, match="unknown metric"):
+        ch12.better("fid")
