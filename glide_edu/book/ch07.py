@@ -37,7 +37,7 @@ SWEEP_SCALES = (0.0, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0)
 
 CURVE_SCHEMA = "glide_edu.glide_mini_curve/1"
 CAPTION_USE_PATH = RESULTS_DIR / "glide_mini_caption_use.json"
-CAPTION_USE_SCHEMA = "glide_edu.glide_mini_caption_use/1"
+CAPTION_USE_SCHEMA = "glide_edu.glide_mini_caption_use/2"  # /2: rows per source
 REGENERATE = "python -m glide_edu.book regenerate ch07"
 EVAL_SCALES = (1.0, 3.0)
 EVAL_SEED = 1234  # the evaluation captions' scenes: not the training scenes (seed 0)
@@ -145,18 +145,21 @@ def load_mini_curve(path: str | Path = CURVE_PATH, check_checkpoints: bool = Tru
     return load_results(path, CURVE_SCHEMA, REGENERATE + " --curve …", check_checkpoints)
 
 
-def held_out_pictures(n: int = 256, seed: int = EVAL_SEED) -> tuple[torch.Tensor, list[str]]:
-    """``n`` held-out pictures (emoji and shapes, drawn with the training mix's weights) and their captions."""
+def held_out_pictures(n: int = 256, seed: int = EVAL_SEED, with_source: bool = False) -> tuple:
+    """``n`` held-out pictures (emoji and shapes, drawn with the training mix's weights) and their captions
+    (and, with ``with_source``, each one's source: "emoji" or "shapes")."""
     from glide_edu.captions import book_captions
 
     data = book_captions("heldout", n_shapes=max(n, 64), seed=seed)
     idx = torch.multinomial(data.weights, n, replacement=False, generator=torch.Generator().manual_seed(seed))
-    return data.images[idx], [data.captions[i] for i in idx.tolist()]
+    picked = (data.images[idx], [data.captions[i] for i in idx.tolist()])
+    return (*picked, [data.source[i] for i in idx.tolist()]) if with_source else picked
 
 
 def caption_use_curve(run_dir: str | Path, every: int = 500, n: int = 256, seeds: Sequence[int] = (0, 1)) -> dict:
     """:func:`glide_edu.text_metrics.caption_use` of every ``every``-th EMA snapshot of a glide-mini run, on
-    ``n`` held-out pictures, once per noise seed (the spread)."""
+    ``n`` held-out pictures, once per noise seed (the spread): a row per (step, seed, source) with source "all",
+    "emoji" and "shapes" — the emoji's larger errors dominate "all", so each source is measured on its own too."""
     from glide_edu.captions import tokenize_captions
     from glide_edu.pipelines.mini import load_mini_model
     from glide_edu.pretrained import read_metadata
@@ -164,7 +167,9 @@ def caption_use_curve(run_dir: str | Path, every: int = 500, n: int = 256, seeds
     from glide_edu.train_text import tokenizer_for
 
     start = time.perf_counter()
-    images, captions = held_out_pictures(n)
+    images, captions, source = held_out_pictures(n, with_source=True)
+    subsets = {"all": torch.arange(n), **{name: torch.tensor([i for i, s in enumerate(source) if s == name])
+                                          for name in ("emoji", "shapes")}}
     rows: list[dict[str, Any]] = []
     for step, path in snapshots(run_dir).items():
         if step % every:
@@ -173,8 +178,13 @@ def caption_use_curve(run_dir: str | Path, every: int = 500, n: int = 256, seeds
         tokens, mask = tokenize_captions(tokenizer_for(options), captions, int(options["text_ctx"]))
         model = load_mini_model(path)
         for seed in seeds:
-            use = caption_use(model.network, model.diffusion(""), images, tokens, mask, seed=seed)
-            rows.append({"step": step, "seed": seed, **{k: round(v, 6) for k, v in use.items()}})
+            for name, rows_of in subsets.items():
+                if len(rows_of) < 2:
+                    continue
+                use = caption_use(model.network, model.diffusion(""), images[rows_of], tokens[rows_of],
+                                  mask[rows_of], seed=seed)
+                rows.append({"step": step, "seed": seed, "source": name, "n": len(rows_of),
+                             **{k: round(v, 6) for k, v in use.items()}})
     return {"schema": CAPTION_USE_SCHEMA, "config": {"n_pictures": n, "seeds": list(seeds), "every": every,
                                                      "timesteps": [100, 400, 700], "eval_seed": EVAL_SEED},
             "rows": rows,
