@@ -62,6 +62,23 @@ def test_clip_method_needs_a_clip_and_uses_it(pipe) -> None:
     guided, plain = ex("a red circle", "clip", 50.0), ex("a red circle", "clip", 0.0)
     assert torch.equal(plain.images, ex("a red circle", "none").images)  # s = 0: no CLIP gradient
     assert not torch.equal(guided.images, plain.images)
+    assert ex.methods == ("cfg", "clip", "none")
+    with pytest.raises(ValueError, match="clean CLIP"):
+        ex("a red circle", "clip-clean", 3.0)
+
+
+def test_the_clean_clip_method_guides_with_t_zero(pipe) -> None:
+    torch.manual_seed(0)
+    clip = NoisedClip(MINI_CLIP).eval()
+    clip.tokenizer = ByteClipTokenizer()
+    clean = NoisedClip(MINI_CLIP).eval()
+    clean.load_state_dict(clip.state_dict())
+    clean.tokenizer, clean.trained_on_noise = ByteClipTokenizer(), False
+    ex = PromptExplorer(pipe, clip=clip, clean_clip=clean, n=2, num_inference_steps=2)
+    assert ex.methods == ("cfg", "clip", "clip-clean", "none")
+    as_clean, as_noised = ex("a red circle", "clip-clean", 50.0), ex("a red circle", "clip", 50.0)
+    assert "clean-CLIP guidance s = 50" in as_clean.title()
+    assert not torch.equal(as_clean.images, as_noised.images)  # same weights; only the timestep shown differs
 
 
 def test_precomputed_views_round_trip_and_are_served_without_sampling(pipe, tmp_path: Path) -> None:

@@ -10,7 +10,8 @@ oracle (:mod:`glide_edu.oracle`) judge each picture against it:
     view.verdicts    # one dict per picture (oracle attributes → True/False), or None for a free prompt
 
 Methods: ``"cfg"`` — classifier-free guidance ε̂ = ε(∅) + s·(ε(c) − ε(∅)); ``"clip"`` — CLIP guidance
-μ̂ = μ + s·Σ·∇ f(x_t, t)·g(c) with the conditional model (no CFG); ``"none"`` — the conditional model alone
+μ̂ = μ + s·Σ·∇ f(x_t, t)·g(c) with the conditional model (no CFG); ``"clip-clean"`` — the same with a CLIP
+trained on clean pictures (shown t = 0: chapter 8's control); ``"none"`` — the conditional model alone
 (s ignored). Every view of one prompt starts from the same noise (``seed``), so moving the slider changes
 the guidance only. Views are cached, so revisiting a setting is instant; a fresh one is ``n`` pictures ×
 ``num_inference_steps`` respaced ancestral steps (the update time is in ``docs/benchmarks.md``).
@@ -31,7 +32,7 @@ from torch import Tensor, nn
 from glide_edu.oracle import check, parse_caption
 from glide_edu.results import load_image_views, save_image_views
 
-METHODS = ("cfg", "clip", "none")
+METHODS = ("cfg", "clip", "clip-clean", "none")
 
 
 @dataclass(frozen=True)
@@ -55,7 +56,7 @@ class ExplorerView:
     def title(self) -> str:
         """A one-line figure title: method, scale and the oracle's score."""
         how = {"cfg": f"CFG s = {self.scale:g}", "clip": f"CLIP guidance s = {self.scale:g}",
-               "none": "no guidance"}[self.method]
+               "clip-clean": f"clean-CLIP guidance s = {self.scale:g}", "none": "no guidance"}[self.method]
         judged = "" if self.verdicts is None else \
             f" — oracle: {sum(v['caption'] for v in self.verdicts)}/{len(self.verdicts)} right"
         return f"“{self.prompt}”, {how}{judged}"
@@ -72,20 +73,20 @@ def is_shapes_caption(prompt: str) -> bool:
 
 class PromptExplorer:
     """Prompt + method + scale → an :class:`ExplorerView`; ``cfg_pipe`` a Text2ImPipeline on a base model,
-    ``clip`` an optional noised CLIP for the ``"clip"`` method (same image size)."""
+    ``clip`` an optional noised CLIP for the ``"clip"`` method, ``clean_clip`` an optional clean one for
+    ``"clip-clean"`` (same image size)."""
 
     def __init__(self, cfg_pipe: Any, clip: nn.Module | None = None, n: int = 4, num_inference_steps: int = 20,
                  seed: int = 0, cache_size: int = 1024, precomputed: Iterable[ExplorerView] = (),
-                 progress: bool = False) -> None:
+                 progress: bool = False, clean_clip: nn.Module | None = None) -> None:
         if n < 1 or num_inference_steps < 1:
             raise ValueError(f"n={n}, num_inference_steps={num_inference_steps}: both must be at least 1")
         self.cfg_pipe, self.n, self.steps, self.seed = cfg_pipe, n, num_inference_steps, seed
         self.progress = progress  # a tqdm bar while a view is sampled live (a widget's fresh prompt)
-        self.clip_pipe = None
-        if clip is not None:
-            from glide_edu.pipelines.clip_guided import ClipGuidedPipeline
+        from glide_edu.pipelines.clip_guided import ClipGuidedPipeline
 
-            self.clip_pipe = ClipGuidedPipeline(cfg_pipe.base, clip, None, cfg_pipe.tokenizer, cfg_pipe.device)
+        self.clip_pipes = {method: ClipGuidedPipeline(cfg_pipe.base, model, None, cfg_pipe.tokenizer, cfg_pipe.device)
+                           for method, model in (("clip", clip), ("clip-clean", clean_clip)) if model is not None}
         self.cache: dict[tuple[str, str, float], ExplorerView] = {}
         self.cache_size = cache_size
         for view in precomputed:  # views sampled ahead of time (same n, steps and seed): instant to show
@@ -96,12 +97,14 @@ class PromptExplorer:
 
     @property
     def methods(self) -> tuple[str, ...]:
-        """The methods this explorer offers ("clip" only with a CLIP model)."""
-        return METHODS if self.clip_pipe is not None else ("cfg", "none")
+        """The methods this explorer offers ("clip" and "clip-clean" only with their CLIP models)."""
+        return tuple(m for m in METHODS if m in ("cfg", "none") or m in self.clip_pipes)
 
     def __call__(self, prompt: str, method: str = "cfg", scale: float = 3.0) -> ExplorerView:
         if method not in self.methods:
-            hint = " (give the explorer a noised CLIP: PromptExplorer(pipe, clip=…))" if method == "clip" else ""
+            needs = {"clip": "a noised CLIP: PromptExplorer(pipe, clip=…)",
+                     "clip-clean": "a clean CLIP: PromptExplorer(pipe, clean_clip=…)"}
+            hint = f" (give the explorer {needs[method]})" if method in needs else ""
             raise ValueError(f"unknown guidance method {method!r}; choose one of {', '.join(self.methods)}{hint}")
         prompt = " ".join(prompt.split())
         key = (prompt, method, 0.0 if method == "none" else float(scale))
@@ -110,8 +113,8 @@ class PromptExplorer:
         start = time.perf_counter()
         common = {"batch_size": self.n, "num_inference_steps": self.steps, "seed": self.seed, "upsample": False,
                   "progress": self.progress}
-        if method == "clip":
-            out = self.clip_pipe(prompt, guidance_scale=scale, **common)
+        if method in self.clip_pipes:
+            out = self.clip_pipes[method](prompt, guidance_scale=scale, **common)
         else:
             out = self.cfg_pipe(prompt, guidance_scale=1.0 if method == "none" else scale, **common)
         images = out.samples  # (n, 3, H, W)
