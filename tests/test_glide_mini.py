@@ -193,17 +193,21 @@ def test_cli_precision_spelling_and_exclusivity(small_file: Path, tmp_path: Path
 @pytest.mark.skipif(not MINI_SHIPPED, reason="the shipped miniature is absent")
 def test_bf16_sample_is_within_35_db_of_fp32_from_the_same_noise() -> None:
     """``--precision bf16`` (bfloat16 autocast) changes the picture only by rounding: PSNR ≥ 35 dB against
-    float32 from the same seed, on the shipped miniature (the issue's bar for the full pipeline)."""
+    float32 from the same seed, on the shipped miniature (the issue's bar for the full pipeline), at 50 steps for
+    two seeds. Ancestral sampling amplifies rounding chaotically: with 10 steps the same comparison gives 32–39 dB
+    depending on seed and checkpoint (docs/benchmarks.md), so a few-step, one-seed check says more about the
+    seed than about bf16."""
     from glide_edu.pipelines.mini import mini_text2im
 
     pipe = mini_text2im()
-    kw = {"batch_size": 2, "guidance_scale": 3.0, "num_inference_steps": 10, "seed": 0, "upsample": False}
-    fp32 = pipe(["a red circle", "red apple"], **kw).samples
-    bf16 = pipe(["a red circle", "red apple"], bf16=True, **kw).samples
-    mse = (((fp32 - bf16) * 127.5) ** 2).mean()
-    psnr = 10 * torch.log10(255.0**2 / mse.clamp_min(1e-12))
-    assert psnr >= 35.0, f"bf16 vs fp32: PSNR {psnr:.1f} dB"
-    assert not torch.equal(fp32, bf16)  # bf16 really ran
+    for seed in (0, 1):
+        kw = {"batch_size": 2, "guidance_scale": 3.0, "num_inference_steps": 50, "seed": seed, "upsample": False}
+        fp32 = pipe(["a red circle", "red apple"], **kw).samples
+        bf16 = pipe(["a red circle", "red apple"], bf16=True, **kw).samples
+        mse = (((fp32 - bf16) * 127.5) ** 2).mean()
+        psnr = 10 * torch.log10(255.0**2 / mse.clamp_min(1e-12))
+        assert psnr >= 35.0, f"bf16 vs fp32, seed {seed}: PSNR {psnr:.1f} dB"
+        assert not torch.equal(fp32, bf16)  # bf16 really ran
 
 
 def test_unknown_tokenizer_name_is_one_clear_error() -> None:
