@@ -60,7 +60,7 @@ def plot_retrieval_by_noise(result: Mapping[str, Any], ax: Any) -> None:
         ax.fill_between(result["t"], row["min"], row["max"], color=line.get_color(), alpha=0.2)
     ax.axhline(result["chance"], color="grey", ls="--", lw=1, label="chance")
     ax.set(xlabel="timestep t of the noised pictures", ylabel="top-1 caption retrieval",
-           title="Which CLIP still reads the caption in x_t?", ylim=(0, 1))
+           title="Which CLIP still reads the caption in $x_t$?", ylim=(0, 1))
     ax.legend()
 
 
