@@ -41,8 +41,9 @@ def sweep() -> dict:
     clip.tokenizer = ByteClipTokenizer()
     pipes = {"cfg": BlurPipe(lookup), "clip-noised": BlurPipe(lookup)}
     scales = {"cfg": (1.0, 9.0), "clip-noised": (0.0, 3.0)}
+    other = load_shapes(12, seed=6, split="train")
     result = ch12.method_sweep(pipes, clip, PictureFeatureNet(5).eval(), data.captions, data.images, scales,
-                               seeds=(0, 1), steps=7)
+                               seeds=(0, 1), steps=7, floor=(other.images, other.captions))
     return {"result": result, "pipes": pipes}
 
 
@@ -59,6 +60,15 @@ def test_every_method_scale_and_seed_is_one_row_of_six_metrics(sweep) -> None:
     for seed in (0, 1):
         assert by[("cfg", 9.0, seed)]["fid_proxy"] < by[("cfg", 1.0, seed)]["fid_proxy"]
         assert by[("cfg", 9.0, seed)]["oracle"] >= by[("cfg", 1.0, seed)]["oracle"]
+
+
+def test_the_floor_is_other_real_pictures_scored_like_a_method(sweep) -> None:
+    floor = sweep["result"]["floor"]
+    assert set(floor) == set(ch12.METRICS)
+    assert floor["oracle"] == 1.0  # the oracle reads real scenes right
+    assert floor["fid_proxy"] > 0  # two real sets of 12 pictures are not the same distribution estimate
+    worst = max(r["fid_proxy"] for r in sweep["result"]["rows"])
+    assert floor["fid_proxy"] < worst  # the noisiest stand-in pictures are farther from the real set than real ones
 
 
 def test_curves_average_over_seeds(sweep) -> None:

@@ -2,13 +2,16 @@
 
     python -m glide_edu.book regenerate ch12 --sweep      # → data/results/glide_mini_fronts.json
 
-:func:`method_sweep` draws one picture per held-out shapes caption for every (method, scale, seed): classifier-
+:func:`method_sweep` draws one picture per shapes caption of new scenes (a seed the models never trained on) for
+every (method, scale, seed): classifier-
 free guidance (``cfg``, s = 1 is the plain conditional model) and CLIP guidance with the noised CLIP
 (``clip-noised``) or its clean control (``clip-clean``; s = 0 is again the plain conditional model). Each set is
 scored against the real pictures of the same captions: FID-proxy and precision/recall on the picture feature net
 (:mod:`glide_edu.text_metrics`), CLIP score under the *independent* evaluation CLIP, the shapes oracle's caption
-accuracy, and diversity (mean pairwise feature distance). :func:`claims` turns the rows into GLIDE's three
-claims, each a measured yes/no with the numbers behind it.
+accuracy, and diversity (mean pairwise feature distance). The same scores of a second set of *real* pictures
+(other scenes, their own captions) are the floor: with a hundred pictures in 128 feature dimensions the FID-proxy
+of two real sets is far from 0, so only differences above it mean anything, and only between sweeps of the same
+size. :func:`claims` turns the rows into GLIDE's three claims, each a measured yes/no with the numbers behind it.
 """
 
 from __future__ import annotations
@@ -69,11 +72,15 @@ def measure(fakes: Sequence[torch.Tensor], prompts: Sequence[str], real: torch.T
 @torch.no_grad()
 def method_sweep(pipes: Mapping[str, Any], eval_clip: Any, net: Any, prompts: Sequence[str], real: torch.Tensor,
                  scales: Mapping[str, Sequence[float]] | None = None, seeds: Sequence[int] = (0, 1),
-                 steps: int = 25, checkpoints: Mapping[str, Any] | None = None) -> dict[str, Any]:
+                 steps: int = 25, checkpoints: Mapping[str, Any] | None = None,
+                 floor: tuple[torch.Tensor, Sequence[str]] | None = None) -> dict[str, Any]:
     """Rows ``{method, scale, seed, <metrics>}`` for every method in ``scales`` (default :data:`METHOD_SCALES`);
-    ``checkpoints``: the files used (:func:`glide_edu.results.checkpoint_provenance`), so stale results are refused."""
+    ``checkpoints``: the files used (:func:`glide_edu.results.checkpoint_provenance`), so stale results are refused;
+    ``floor``: other real pictures and their captions, scored like a method (``results["floor"]``)."""
     if len(real) != len(prompts):
         raise ValueError(f"{len(real)} real pictures for {len(prompts)} prompts: give the pictures of the prompts")
+    if floor is not None and len(floor[0]) != len(floor[1]):
+        raise ValueError(f"the floor has {len(floor[0])} pictures for {len(floor[1])} captions")
     start = time.perf_counter()
     scales = dict(scales or METHOD_SCALES)
     rows = []
@@ -84,8 +91,12 @@ def method_sweep(pipes: Mapping[str, Any], eval_clip: Any, net: Any, prompts: Se
                 rows.append({"method": method, "scale": s, "seed": seed, **{m: round(v, 5) for m, v in scores.items()}})
     config = {"n_prompts": len(prompts), "steps": steps, "seeds": list(seeds),
               "scales": {m: list(v) for m, v in scales.items()}, "eval_seed": EVAL_SEED}
-    return {"schema": SWEEP_SCHEMA, "config": config, "rows": rows,
-            "provenance": run_provenance(REGENERATE + " --sweep", start, checkpoints=dict(checkpoints or {}))}
+    results = {"schema": SWEEP_SCHEMA, "config": config, "rows": rows}
+    if floor is not None:  # real pictures scored against the real set: what "as good as real" reads as
+        (scores,) = measure([floor[0]], floor[1], real, net, eval_clip)
+        results["floor"] = {m: round(v, 5) for m, v in scores.items()}
+    results["provenance"] = run_provenance(REGENERATE + " --sweep", start, checkpoints=dict(checkpoints or {}))
+    return results
 
 
 def curves(results: Mapping[str, Any]) -> dict[str, dict[str, list[float]]]:
@@ -172,9 +183,10 @@ def book_sweep(n: int = 100, seeds: Sequence[int] = (0, 1), steps: int = 25) -> 
     clips = {kind: shipped_clip(kind) for kind in ("noised", "clean", "eval")}
     pipes = {"cfg": cfg, **{f"clip-{name}": ClipGuidedPipeline(cfg.base, clips[name], None, cfg.tokenizer)
                             for name in ("noised", "clean")}}
-    data = load_shapes(n, EVAL_SEED, "train")
+    data, other = load_shapes(n, EVAL_SEED, "train"), load_shapes(n, EVAL_SEED + 1, "train")
     return method_sweep(pipes, clips["eval"], load_picture_net(), data.captions, data.images, seeds=seeds,
-                        steps=steps, checkpoints={Path(f).stem: checkpoint_provenance(f) for f in files})
+                        steps=steps, checkpoints={Path(f).stem: checkpoint_provenance(f) for f in files},
+                        floor=(other.images, other.captions))
 
 
 def regenerate(argv: list[str] | None = None) -> None:
