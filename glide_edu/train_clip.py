@@ -129,7 +129,7 @@ def retrieval_accuracy(clip: NoisedClip, images: Tensor, captions: list[str], t:
             tt = torch.full((x.shape[0],), t, dtype=torch.long)
             if t > 0:
                 x = diffusion.q_sample(x, tt, noise=torch.randn(x.shape, generator=gen))
-            rows.append(clip.image_embeddings(x, tt if clip.trained_on_noise else 0 * tt) @ z_text.T)
+            rows.append(clip.image_embeddings(x, clip.shown_timesteps(tt)) @ z_text.T)
         sims = torch.cat(rows)
     # identical captions count as right answers
     right = same_caption(captions)
@@ -152,12 +152,17 @@ def load_clip_file(path: str | os.PathLike) -> NoisedClip:
     meta = read_metadata(path)
     if meta.get("kind") != "noised-clip":
         raise ValueError(f"{path} holds a {meta.get('kind')!r} model, not a CLIP from glide_edu.train_clip")
-    clip = NoisedClip(ClipConfig(**meta["config"]))
     with safe_open(Path(path), framework="pt") as f:
         state = {k: f.get_tensor(k).float() for k in f.keys()}
+    return _assembled(ClipConfig(**meta["config"]), state, meta.get("info", {}).get("train", {}).get("noised", True))
+
+
+def _assembled(config: ClipConfig, state: dict[str, Tensor], noised: bool) -> NoisedClip:
+    """A book CLIP from its config and weights (strict), with its byte tokenizer and training kind, in eval mode."""
+    clip = NoisedClip(config)
     clip.load_state_dict(state, strict=True)
     clip.tokenizer = ByteClipTokenizer()
-    clip.trained_on_noise = bool(meta.get("info", {}).get("train", {}).get("noised", True))
+    clip.trained_on_noise = bool(noised)
     return clip.eval()
 
 
@@ -177,12 +182,9 @@ def clip_from_checkpoint(folder: str | os.PathLike) -> NoisedClip:
     from glide_edu.run_dir import read_checkpoint
 
     model_state, _, _, meta = read_checkpoint(Path(folder))
-    config = ClipConfig(**meta["model_config"])
-    clip = NoisedClip(replace(config, logit_scale=round(float(model_state.pop("log_scale").exp()), 4)))
-    clip.load_state_dict(model_state, strict=True)
-    clip.tokenizer = ByteClipTokenizer()
-    clip.trained_on_noise = bool(meta["train_config"]["noised"])
-    return clip.eval()
+    scale = round(float(model_state.pop("log_scale").exp()), 4)
+    return _assembled(replace(ClipConfig(**meta["model_config"]), logit_scale=scale), model_state,
+                      meta["train_config"]["noised"])
 
 
 def train_clip(out: str | os.PathLike, config: ClipConfig = MINI_CLIP, train: ClipTrainConfig | None = None,

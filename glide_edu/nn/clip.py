@@ -295,6 +295,13 @@ class NoisedClip(nn.Module):
         """Unit text vectors (B, n_embd)."""
         return normalize(self.text_encoder(tokens, lens))
 
+    def shown_timesteps(self, t: Tensor, clean: bool | None = None) -> Tensor:
+        """The timesteps the image encoder is given for x_t at ``t``: ``t`` itself for a CLIP trained on noise,
+        zeros for one trained on clean pictures only (it never saw t ≠ 0: x_t is shown as if it were a picture).
+        ``clean`` overrides the choice; None: from :attr:`trained_on_noise`."""
+        clean = not self.trained_on_noise if clean is None else clean
+        return torch.zeros_like(t) if clean else t
+
     def image_embeddings(self, x: Tensor, t: Tensor | int) -> Tensor:
         """Unit image vectors (B, n_embd) of noisy images x_t in [−1, 1] at ORIGINAL timesteps t."""
         return normalize(self.image_encoder((x + 1) * 127.5, t))
@@ -325,8 +332,6 @@ class NoisedClip(nn.Module):
         ``clean``: a CLIP trained on clean pictures only never saw t ≠ 0, so it is shown t = 0 (x_t as if it
         were a picture — the "clean CLIP guidance" GLIDE compares against); None: :attr:`trained_on_noise`.
         """
-        if clean is None:
-            clean = not self.trained_on_noise
         if isinstance(prompts, tuple) and len(prompts) == 2 and all(isinstance(p, Tensor) for p in prompts):
             tokens, lens = prompts
         else:
@@ -337,7 +342,7 @@ class NoisedClip(nn.Module):
         def fn(x: Tensor, t: Tensor, **_: Any) -> Tensor:
             if z_text.shape[0] not in (1, x.shape[0]):
                 raise ValueError(f"cond_fn has {z_text.shape[0]} prompts but x_t has batch {x.shape[0]}")
-            shown_t = torch.zeros_like(t) if clean else t
+            shown_t = self.shown_timesteps(t, clean)
             with torch.enable_grad():
                 x_in = x.detach().requires_grad_(True)
                 loss = self.logits(z_text, self.image_embeddings(x_in, shown_t)).sum()
