@@ -76,7 +76,7 @@ def test_caption_use_curve_has_a_row_per_snapshot_and_seed(toy_run: Path) -> Non
     assert [(r["step"], r["seed"]) for r in rows] == [(1, 0), (1, 1), (2, 0), (2, 1)]
     assert all(r["own"] > 0 and r["other_over_own"] > 0 and r["n"] == 8 for r in rows)
     assert rows[0]["own"] != rows[1]["own"]  # another noise seed, another estimate
-    _, _, source = ch07.held_out_pictures(8, with_source=True)
+    _, _, source = ch07.held_out_pictures(8)
     for name in ("emoji", "shapes"):  # each source on its own, when it has two pictures or more
         part = [r for r in curve["rows"] if r["source"] == name]
         assert len(part) == (4 if source.count(name) >= 2 else 0) and all(r["n"] == source.count(name) for r in part)

@@ -25,7 +25,13 @@ import torch
 
 from glide_edu.book import chapter_parser
 from glide_edu.oracle import caption_accuracy
-from glide_edu.pipelines.mini import MINI_CHECKPOINT, mini_text2im, mini_views_path, regenerate_mini_views
+from glide_edu.pipelines.mini import (  # noqa: F401  (sample_prompts: re-exported, the chapter calls it)
+    MINI_CHECKPOINT,
+    mini_text2im,
+    mini_views_path,
+    regenerate_mini_views,
+    sample_prompts,
+)
 from glide_edu.pretrained import shipped_checkpoint, snapshots
 from glide_edu.results import RESULTS_DIR, checkpoint_provenance, load_results, run_provenance, write_results
 from glide_edu.shapes import make_scenes
@@ -46,17 +52,6 @@ EVAL_SEED = 1234  # the evaluation captions' scenes: not the training scenes (se
 def shapes_prompts(n: int = 100, split: str = "train", seed: int = EVAL_SEED) -> list[str]:
     """``n`` shapes captions from scenes the model was not trained on (``"heldout"``: unseen colour–shape pairs)."""
     return [scene.caption for scene in make_scenes(n, seed, split)]
-
-
-def sample_prompts(pipe: Any, prompts: Sequence[str], scale: float, steps: int = 25, seed: int = 0,
-                   batch: int = 50) -> torch.Tensor:
-    """One picture per prompt, (N, 3, 32, 32) in [−1, 1]; batches are seeded ``seed + first index``."""
-    rows = []
-    for i in range(0, len(prompts), batch):
-        out = pipe(list(prompts[i: i + batch]), batch_size=1, guidance_scale=scale, num_inference_steps=steps,
-                   seed=seed + i, upsample=False)
-        rows.append(out.samples)
-    return torch.cat(rows)
 
 
 def oracle_scores(pipe: Any, prompts: Sequence[str], scale: float, steps: int = 25, seed: int = 0) -> dict[str, float]:
@@ -145,15 +140,15 @@ def load_mini_curve(path: str | Path = CURVE_PATH, check_checkpoints: bool = Tru
     return load_results(path, CURVE_SCHEMA, REGENERATE + " --curve …", check_checkpoints)
 
 
-def held_out_pictures(n: int = 256, seed: int = EVAL_SEED, with_source: bool = False) -> tuple:
-    """``n`` held-out pictures (emoji and shapes, drawn with the training mix's weights) and their captions
-    (and, with ``with_source``, each one's source: "emoji" or "shapes")."""
+def held_out_pictures(n: int = 256, seed: int = EVAL_SEED) -> tuple[torch.Tensor, list[str], list[str]]:
+    """``n`` held-out pictures (emoji and shapes, drawn with the training mix's weights), their captions and each
+    one's source ("emoji" or "shapes")."""
     from glide_edu.captions import book_captions
 
     data = book_captions("heldout", n_shapes=max(n, 64), seed=seed)
     idx = torch.multinomial(data.weights, n, replacement=False, generator=torch.Generator().manual_seed(seed))
-    picked = (data.images[idx], [data.captions[i] for i in idx.tolist()])
-    return (*picked, [data.source[i] for i in idx.tolist()]) if with_source else picked
+    rows = idx.tolist()
+    return data.images[idx], [data.captions[i] for i in rows], [data.source[i] for i in rows]
 
 
 def caption_use_curve(run_dir: str | Path, every: int = 500, n: int = 256, seeds: Sequence[int] = (0, 1)) -> dict:
@@ -167,7 +162,7 @@ def caption_use_curve(run_dir: str | Path, every: int = 500, n: int = 256, seeds
     from glide_edu.train_text import tokenizer_for
 
     start = time.perf_counter()
-    images, captions, source = held_out_pictures(n, with_source=True)
+    images, captions, source = held_out_pictures(n)
     subsets = {"all": torch.arange(n), **{name: torch.tensor([i for i, s in enumerate(source) if s == name])
                                           for name in ("emoji", "shapes")}}
     rows: list[dict[str, Any]] = []

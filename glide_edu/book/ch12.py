@@ -26,6 +26,7 @@ import torch
 from glide_edu.book import chapter_parser
 from glide_edu.metrics import diversity, fid_proxies, precision_recall
 from glide_edu.oracle import caption_accuracy
+from glide_edu.pipelines.mini import MINI_CHECKPOINT, mini_text2im, sample_prompts
 from glide_edu.results import RESULTS_DIR, load_results, run_provenance, write_results
 from glide_edu.text_metrics import clip_score, dominated_fraction
 
@@ -47,12 +48,7 @@ def draw(pipes: Mapping[str, Any], method: str, prompts: Sequence[str], scale: f
     """One picture per prompt from ``pipes[method]`` at guidance scale ``scale``: (N, 3, S, S) in [−1, 1]."""
     if method not in pipes:
         raise ValueError(f"no pipeline for method {method!r}; have {', '.join(pipes)}")
-    rows = []
-    for i in range(0, len(prompts), batch):
-        out = pipes[method](list(prompts[i: i + batch]), batch_size=1, guidance_scale=scale,
-                            num_inference_steps=steps, seed=seed + i, upsample=False)
-        rows.append(out.samples)
-    return torch.cat(rows)
+    return sample_prompts(pipes[method], prompts, scale, steps, seed, batch)
 
 
 def measure(fakes: Sequence[torch.Tensor], prompts: Sequence[str], real: torch.Tensor, net: Any, eval_clip: Any,
@@ -125,9 +121,10 @@ def better(metric: str) -> bool:
     return metric not in LOWER_IS_BETTER
 
 
-def front_comparison(results: Mapping[str, Any], a: str, b: str, x: str, y: str) -> dict[str, float]:
-    """How much of method ``a``'s curve ``b`` dominates in the (x, y) plane, and the reverse (0 to 1 each)."""
-    table = curves(results)
+def front_comparison(table: Mapping[str, Mapping[str, list[float]]], a: str, b: str, x: str, y: str
+                     ) -> dict[str, float]:
+    """How much of method ``a``'s curve ``b`` dominates in the (x, y) plane, and the reverse (0 to 1 each);
+    ``table``: :func:`curves` of a sweep."""
     maximize = (better(x), better(y))
     pa, pb = points(table[a], x, y), points(table[b], x, y)
     return {f"{a}_beaten_by_{b}": dominated_fraction(pa, pb, maximize),
@@ -144,7 +141,7 @@ def claims(results: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     """
     table = curves(results)
     out: dict[str, dict[str, Any]] = {}
-    fronts = {f"{x} vs {y}": front_comparison(results, "clip-noised", "cfg", x, y)
+    fronts = {f"{x} vs {y}": front_comparison(table, "clip-noised", "cfg", x, y)
               for x, y in (("fid_proxy", "precision"), ("precision", "recall"))}
     out["i_cfg_closer_to_pareto"] = {
         "holds": all(f["clip-noised_beaten_by_cfg"] > f["cfg_beaten_by_clip-noised"] for f in fronts.values()),
@@ -170,7 +167,6 @@ def load_sweep(path: str | Path = SWEEP_PATH, check_checkpoints: bool = True) ->
 def book_sweep(n: int = 100, seeds: Sequence[int] = (0, 1), steps: int = 25) -> dict[str, Any]:
     """:func:`method_sweep` with the shipped miniature, the book's three CLIPs and picture feature net."""
     from glide_edu.pipelines.clip_guided import ClipGuidedPipeline
-    from glide_edu.pipelines.mini import MINI_CHECKPOINT, mini_text2im
     from glide_edu.pretrained import shipped_checkpoint
     from glide_edu.results import checkpoint_provenance
     from glide_edu.shapes import load_shapes

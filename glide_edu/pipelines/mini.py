@@ -17,7 +17,9 @@ the miniature, seeded with the views precomputed in ``data/results/glide_mini_ex
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -30,6 +32,18 @@ EXPLORER_PROMPTS = ("a red circle", "a large green square", "two blue squares", 
                     "red apple", "a grinning face", "a red heart", "a cat face")
 EXPLORER_GRID: dict[str, tuple[float, ...]] = {"cfg": (1.5, 2.0, 3.0, 4.0, 6.0, 8.0), "none": ()}
 REGENERATE_VIEWS = "python -m glide_edu.book regenerate ch07 --explorer"
+
+
+def sample_prompts(pipe: Any, prompts: Sequence[str], scale: float, steps: int = 25, seed: int = 0,
+                   batch: int = 50) -> torch.Tensor:
+    """One picture per prompt from ``pipe`` (a Text2Im or CLIP-guided pipeline) at guidance scale ``scale``,
+    (N, 3, S, S) in [−1, 1]; batches are seeded ``seed + first index``. Chapters 7 and 12's sweeps use it."""
+    rows = []
+    for i in range(0, len(prompts), batch):
+        out = pipe(list(prompts[i: i + batch]), batch_size=1, guidance_scale=scale, num_inference_steps=steps,
+                   seed=seed + i, upsample=False)
+        rows.append(out.samples)
+    return torch.cat(rows)
 
 
 def mini_views_path() -> Path:
