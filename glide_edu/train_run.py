@@ -224,7 +224,7 @@ def train_from_config(config: dict[str, Any], out: Path, run_dir: Path | None, r
     ema = trainer.full_ema()  # (FSDP: gathered on every rank; rank 0 writes)
     if trainer.rank == 0:
         if spec["format"] == "glide":
-            save_glide_checkpoint(out, ema, spec["options"], spec["kind"], info)
+            save_glide_checkpoint(out, ema, getattr(trainer, "options", None) or spec["options"], spec["kind"], info)
         else:
             save_small_checkpoint(out, ema, spec["unet"], spec["diffusion"], info)
     ddp.barrier()

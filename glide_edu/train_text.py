@@ -32,8 +32,10 @@ from torch import Tensor, nn
 from glide_edu.captions import book_captions, tokenize_captions
 from glide_edu.diffusion import GaussianDiffusion
 from glide_edu.pretrained import save_glide_checkpoint
+from glide_edu.prior import data_mean
 from glide_edu.train import TrainConfig, Trainer
 
+PRIOR_OPTIONS = ("x0_prior_mean", "x0_prior_above_t")  # read by the sampler, not the network: warm starts ignore them
 MINI_OPTIONS: dict[str, Any] = {
     # the UNet (GLIDE's option names; attention at the 16×16 and 8×8 feature maps)
     "image_size": 32,
@@ -159,6 +161,10 @@ class TextTrainer(Trainer):
         self.tokens, self.mask, self.p_uncond, self.weights = tokens, mask.bool(), p_uncond, weights
         self.options, self.grid_prompts = options, grid_prompts
         self.task = task or (GlideTask.from_options(options) if options else GlideTask())
+        if options is not None and not self.task.super_res and "x0_prior_mean" not in options:
+            # the files it writes name the data's mean for the sampler's x̂₀ at the top (glide_edu.prior)
+            mean = data_mean(images, weights)
+            self.options = {**options, "x0_prior_mean": [round(v, 4) for v in mean]}
         self.empty_token = int(tokens[~mask.bool()].flatten()[0]) if (~mask.bool()).any() else 0
         super().__init__(model, diffusion, images, config, **kwargs)
 
@@ -211,9 +217,9 @@ def warm_start(trainer: TextTrainer, path: str | os.PathLike) -> int:
     from glide_edu.pretrained import load_glide_checkpoint
 
     network, options, meta = load_glide_checkpoint(path)
-    if options != trainer.options:
-        changed = sorted(k for k in set(options) | set(trainer.options or {})
-                         if options.get(k) != (trainer.options or {}).get(k))
+    mine = trainer.options or {}
+    changed = sorted(k for k in set(options) | set(mine) if k not in PRIOR_OPTIONS and options.get(k) != mine.get(k))
+    if changed:
         raise ValueError(f"{path} was trained with other options ({', '.join(changed)}); continue it with its own "
                          "options or start a new run without --init-from")
     info = meta.get("info", {})
@@ -278,4 +284,4 @@ def train_mini(out: str | os.PathLike, run_dir: str | os.PathLike | None = None,
             "threads": torch.get_num_threads(), "final_loss": history[-1]["loss"] if history else None}
     if warm is not None:
         info["warm_start"] = warm
-    return save_glide_checkpoint(out, trainer.ema_model, options, "base", info)
+    return save_glide_checkpoint(out, trainer.ema_model, trainer.options, "base", info)

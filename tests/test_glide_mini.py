@@ -230,3 +230,42 @@ def test_zero_steps_is_refused_not_the_default(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"steps=0 \(need ≥ 1\)"):
         train_mini(tmp_path / "x.safetensors", steps=0, n_shapes=8, options=SMALL, progress=False)
     assert not (tmp_path / "x.safetensors").exists()
+
+
+def test_training_writes_the_data_mean_for_the_samplers_prior(small_file: Path, tmp_path: Path) -> None:
+    from glide_edu.pipelines.mini import load_mini_model
+    from glide_edu.prior import data_mean
+
+    data = book_captions("train", 64, 0)
+    expected = [round(v, 4) for v in data_mean(data.images, data.weights)]
+    options = load_glide_checkpoint(small_file)[1]
+    assert options["x0_prior_mean"] == expected and options["x0_prior_mean"][0] > 0.5  # pictures on white
+    assert load_mini_model(small_file).x0_prior_mean == tuple(expected)
+    # a file written before the prior existed still warm-starts a run (the prior is the sampler's, not the network's)
+    network, options, _ = load_glide_checkpoint(small_file)
+    old = save_glide_checkpoint(tmp_path / "old.safetensors", network, {k: v for k, v in options.items()
+                                                                        if k != "x0_prior_mean"}, "base", {"step": 3})
+    cfg = replace(MINI_TRAIN, batch_size=4, checkpoint_every=0)
+    again = train_mini(tmp_path / "again.safetensors", steps=3, n_shapes=64, options=SMALL, config=cfg,
+                       progress=False, init_from=old)
+    assert load_glide_checkpoint(again)[1]["x0_prior_mean"] == expected
+
+
+@pytest.mark.skipif(not MINI_SHIPPED, reason="the shipped miniature is not in this checkout")
+def test_the_prior_keeps_the_shipped_miniatures_samples_near_the_data_mean() -> None:
+    """Without the data-mean x̂₀ at the top, the miniature's samples average near 0 (colour fields); with it,
+    near the mean of its white-background training pictures (glide_edu.prior)."""
+    from glide_edu.pipelines.mini import mini_text2im
+    from glide_edu.prior import data_mean
+
+    data = book_captions("train", 2000, 0)
+    mu = torch.tensor(data_mean(data.images, data.weights))
+    pipe = mini_text2im()
+    prompts = ["a large red circle", "two green squares", "a small blue triangle on the left", "a yellow square"]
+    kw = {"batch_size": 1, "guidance_scale": 3.0, "num_inference_steps": 25, "seed": 0, "upsample": False}
+    gaps = {}
+    for prior in (True, False):
+        pipe.base = replace(pipe.base, x0_prior_mean=tuple(mu.tolist()) if prior else None)
+        samples = pipe(prompts, **kw).samples  # (4, 3, 32, 32)
+        gaps[prior] = float((samples.mean(dim=(0, 2, 3)) - mu).abs().mean())
+    assert gaps[True] < 0.5 * gaps[False], gaps

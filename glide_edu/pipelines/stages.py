@@ -83,6 +83,7 @@ def sample_base(
         extra, denoised_fn = inpaint
         kwargs.update(extra)
     with network_fn(network, device, bf16) as net:  # bf16: autocast inside, float32 out
+        net = model.with_prior(net)  # the data-mean x̂₀ at the top, for models that name one (glide_edu.prior)
         model_fn = net if guidance_scale is None else classifier_free_guidance(net, guidance_scale)
         out = model.diffusion(respacing).p_sample_loop(
             model_fn,
