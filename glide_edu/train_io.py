@@ -30,6 +30,10 @@ class TrainerFiles:
         classes = torch.unique(self.labels) if self.labels is not None else None
         return {} if classes is None else {"y": classes[torch.arange(n) % len(classes)]}
 
+    def grid_model(self, model: Any) -> Any:
+        """The function a grid samples with (given original timesteps): the EMA network itself here."""
+        return model
+
     @torch.no_grad()
     def sample_grid(self) -> Tensor:
         """x_0 ~ p_θ from the EMA model: ``sample_count`` images, ``sample_steps`` respaced ancestral steps.
@@ -49,8 +53,8 @@ class TrainerFiles:
         def draw(like: Tensor) -> Tensor:
             return torch.randn(like.shape, generator=gen, dtype=like.dtype).to(like.device)
 
-        samples = self._grid_sampler.p_sample_loop(model, shape, model_kwargs=kwargs, device=self.device,
-                                                   noise_fn=draw).cpu()  # (n, C, H, W)
+        samples = self._grid_sampler.p_sample_loop(self.grid_model(model), shape, model_kwargs=kwargs,
+                                                   device=self.device, noise_fn=draw).cpu()  # (n, C, H, W)
         model.train(was_training)
         if self.run_dir is not None and self.rank == 0:
             folder = self.run_dir / "samples"

@@ -269,3 +269,20 @@ def test_the_prior_keeps_the_shipped_miniatures_samples_near_the_data_mean() -> 
         samples = pipe(prompts, **kw).samples  # (4, 3, 32, 32)
         gaps[prior] = float((samples.mean(dim=(0, 2, 3)) - mu).abs().mean())
     assert gaps[True] < 0.5 * gaps[False], gaps
+
+
+def test_training_grids_sample_with_the_prior() -> None:
+    from glide_edu.train_text import text_trainer
+
+    data = book_captions("train", 16, 0)
+    cfg = replace(MINI_TRAIN, batch_size=4, checkpoint_every=0, progress=False)
+    trainer = text_trainer(SMALL, data.images, data.captions, cfg, weights=data.weights)
+    net = trainer.ema_model.eval()
+    fn = trainer.grid_model(net)
+    x, kw = torch.randn(2, 3, 32, 32), trainer.grid_kwargs(2)
+    with torch.no_grad():
+        top = trainer.diffusion.p_mean_variance(fn, x, torch.tensor([990, 990]), clip_denoised=False, model_kwargs=kw)
+        low_plain, low = net(x, torch.tensor([10, 10]), **kw), fn(x, torch.tensor([10, 10]), **kw)
+    mu = torch.tensor(trainer.options["x0_prior_mean"]).view(1, 3, 1, 1)
+    assert torch.allclose(top["pred_xstart"], mu.expand(2, -1, 32, 32), atol=1e-3)
+    assert torch.equal(low, low_plain)
