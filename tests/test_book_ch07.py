@@ -81,3 +81,12 @@ def test_caption_use_curve_has_a_row_per_snapshot_and_seed(toy_run: Path) -> Non
         part = [r for r in curve["rows"] if r["source"] == name]
         assert len(part) == (4 if source.count(name) >= 2 else 0) and all(r["n"] == source.count(name) for r in part)
     assert curve["schema"] == ch07.CAPTION_USE_SCHEMA
+
+
+def test_top_of_schedule_measures_why_the_miniature_needs_the_prior() -> None:
+    top = ch07.top_of_schedule(ch07.mini_text2im(), n=4)
+    mu = top["data_mean"]
+    gap = {k: sum(abs(a - b) for a, b in zip(v, mu, strict=True)) / 3 for k, v in top["sample_mean"].items()}
+    assert abs(top["raw_x0_at_T"]) > 1.0
+    assert top["x0_mean_real"] > top["x0_mean_zero"] + 0.2
+    assert gap["plain"] > 0.3 and gap["prior"] < 0.1, gap

@@ -151,6 +151,58 @@ def held_out_pictures(n: int = 256, seed: int = EVAL_SEED) -> tuple[torch.Tensor
     return data.images[idx], [data.captions[i] for i in rows], [data.source[i] for i in rows]
 
 
+def top_of_schedule(pipe: Any, n: int = 8, t_near: int = 980, seed: int = 0) -> dict[str, Any]:
+    """Why the miniature samples with the data-mean prior (:mod:`glide_edu.prior`), measured on ``pipe``'s model.
+
+    * ``raw_x0_at_T``: the mean of x̂₀ = (x_T − √(1−ᾱ_T)·ε̂)/√ᾱ_T the network reports for pure noise at t = T − 1
+      (before any clipping): its ε̂ cannot carry the picture's mean there;
+    * ``x0_mean_zero`` / ``x0_mean_real``: the mean of the (clipped) x̂₀ at ``t_near`` for an x_t of mean 0 (what
+      the first steps of a plain loop leave) and for a noised training picture (mean √ᾱ·μ);
+    * ``data_mean``: μ per channel of the training mix; ``sample_mean``: per channel, of samples for ``n`` / 2
+      shapes captions (two each, s = 3, 25 steps), with the prior ("prior") and without ("plain").
+    """
+    import dataclasses
+
+    from glide_edu.captions import book_captions
+    from glide_edu.pipelines.stages import encode_prompts
+    from glide_edu.prior import data_mean
+
+    model = pipe.base
+    data = book_captions("train", 2000, 0)
+    mu = data_mean(data.images, data.weights)
+    shapes_rows = [i for i, src in enumerate(data.source) if src == "shapes"][:n]
+    x0, captions = data.images[shapes_rows], [data.captions[i] for i in shapes_rows]  # (n, 3, 32, 32)
+    text = encode_prompts(pipe.tokenizer, captions, model, pipe.device)
+    full = model.diffusion("")
+    gen = torch.Generator().manual_seed(seed)
+    out: dict[str, Any] = {"data_mean": [round(v, 3) for v in mu], "t_near": t_near}
+    with torch.no_grad():
+        last = full.num_timesteps - 1
+        x_T = torch.randn(x0.shape, generator=gen)
+        eps = model.network(x_T, torch.full((n,), last), **text)[:, :3]
+        abar = float(full.alphas_cumprod[last])
+        out["raw_x0_at_T"] = float(((x_T - (1 - abar) ** 0.5 * eps) / abar**0.5).mean())
+        noise = torch.randn(x0.shape, generator=gen)
+        t = torch.full((n,), t_near)
+        for name, x_t in (("zero", noise), ("real", full.q_sample(x0, t, noise))):
+            pred = full.p_mean_variance(model.network, x_t, t, model_kwargs=text)["pred_xstart"]
+            out[f"x0_mean_{name}"] = float(pred.mean())
+    prompts = captions[: max(1, n // 2)]
+    plain = dataclasses.replace(model, x0_prior_mean=None)
+    prior = dataclasses.replace(model, x0_prior_mean=model.x0_prior_mean or mu)
+    means = {}
+    for name, m in (("prior", prior), ("plain", plain)):
+        pipe.base = m
+        try:
+            samples = pipe(prompts, batch_size=2, guidance_scale=3.0, num_inference_steps=25, seed=seed,
+                           upsample=False).samples  # (n, 3, 32, 32)
+        finally:
+            pipe.base = model
+        means[name] = [round(float(v), 3) for v in samples.mean(dim=(0, 2, 3))]
+    out["sample_mean"] = means
+    return out
+
+
 def caption_use_curve(run_dir: str | Path, every: int = 500, n: int = 256, seeds: Sequence[int] = (0, 1)) -> dict:
     """:func:`glide_edu.text_metrics.caption_use` of every ``every``-th EMA snapshot of a glide-mini run, on
     ``n`` held-out pictures, once per noise seed (the spread): a row per (step, seed, source) with source "all",
