@@ -280,6 +280,19 @@ class ClipTokenizer(BytePairTokenizer):
         text = self.joined_symbols(tokens).replace("</w>", " ")
         return bytes(self.byte_decoder.get(c, 32) for c in text).decode("utf-8", errors="replace").strip()
 
+    @property
+    def end_token(self) -> int:
+        return self.encoder["<|endoftext|>"]
+
+    def tokens_and_mask(self, prompts: str | Sequence[str], text_ctx: int = GLIDE_TEXT_CTX) -> tuple[Tensor, Tensor]:
+        """GLIDE's caption layout over CLIP's BPE (a miniature's ``tokenizer = "clip"``): tokens (B, text_ctx)
+        without a start token, padded with the end token, and mask (B, text_ctx) bool; ``""`` is all padding."""
+        prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+        rows = [padded_tokens_and_mask(self.encode(p), text_ctx, self.end_token) for p in prompts]
+        tokens = torch.tensor([r[0] for r in rows], dtype=torch.long).view(len(rows), text_ctx)
+        mask = torch.tensor([r[1] for r in rows], dtype=torch.bool).view(len(rows), text_ctx)
+        return tokens, mask
+
     def padded_tokens_and_len(self, tokens: Sequence[int], text_ctx: int = CLIP_TEXT_CTX) -> tuple[list[int], int]:
         """``[start] + tokens[:text_ctx-2] + [end]``, zero-padded to ``text_ctx``, and its unpadded length."""
         return padded_tokens_and_len(tokens, text_ctx)

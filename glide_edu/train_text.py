@@ -128,7 +128,8 @@ class GlideTask:
 
 
 def tokenizer_for(options: dict[str, Any]):
-    """The tokenizer a GLIDE option dictionary names (``"tokenizer"``: "bytes", "gpt2"; default "gpt2")."""
+    """The tokenizer a GLIDE option dictionary names (``"tokenizer"``: "bytes"; "gpt2", GLIDE's own, the default;
+    "clip", CLIP's BPE from the open-clip-torch wheel, in GLIDE's layout — no download for "bytes" and "clip")."""
     from glide_edu import tokenizers
 
     name = options.get("tokenizer", "gpt2")
@@ -136,7 +137,9 @@ def tokenizer_for(options: dict[str, Any]):
         return tokenizers.byte_level_tokenizer()
     if name == "gpt2":
         return tokenizers.glide_tokenizer()
-    raise ValueError(f"unknown tokenizer {name!r} in the model's options; use 'bytes' or 'gpt2'")
+    if name == "clip":
+        return tokenizers.clip_tokenizer()
+    raise ValueError(f"unknown tokenizer {name!r} in the model's options; use 'bytes', 'gpt2' or 'clip'")
 
 
 class TextTrainer(Trainer):

@@ -224,3 +224,17 @@ def test_clip_vocab_comes_verified_from_the_wheel() -> None:
     path = vocab.clip_vocab_path()
     assert path.name == "bpe_simple_vocab_16e6.txt.gz"
     assert _clip().n_vocab == 49408
+
+
+def test_clip_bpe_in_glides_layout_for_a_miniature() -> None:
+    """``tokenizer = "clip"``: CLIP's word pieces, no start token, end-token padding and a mask, like GLIDE's."""
+    from glide_edu.train_text import tokenizer_for
+
+    tok = tokenizer_for({"tokenizer": "clip"})
+    ids = _clip().encode("a small red circle")
+    assert len(ids) == 4  # one id per word: what the byte tokenizer spells in 18 ids
+    tokens, mask = tok.tokens_and_mask(["a small red circle", ""], 8)
+    assert tokens[0].tolist() == ids + [49407] * 4 and mask[0].tolist() == [True] * 4 + [False] * 4
+    assert tokens[1].tolist() == [49407] * 8 and not mask[1].any()
+    with pytest.warns(UserWarning):
+        assert tok.tokens_and_mask("a small red circle above a blue square", 3)[1].all()
