@@ -9,7 +9,7 @@ Two sources (both 32×32 RGB on white, see :mod:`glide_edu.emoji` and :mod:`glid
 
 :func:`book_captions` returns both with per-example sampling weights that give each source half of every
 batch on average. :func:`tokenize_captions` turns captions into GLIDE's (tokens, mask) layout with any
-tokenizer that has ``tokens_and_mask`` — for the book's miniature the byte-level one.
+tokenizer that has ``tokens_and_mask`` — for the book's miniature CLIP's BPE in GLIDE's layout.
 """
 
 from __future__ import annotations

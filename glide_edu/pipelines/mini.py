@@ -2,7 +2,8 @@
 
 The shipped file ``data/checkpoints/glide_mini_base.safetensors`` is a GLIDE base network in the official
 format (same classes and parameter names, loaded with ``strict=True``) at 32×32, trained on the book's emoji
-and shapes (:mod:`glide_edu.train_text`). Its options name its tokenizer (bytes: nothing to download), so
+and shapes (:mod:`glide_edu.train_text`). Its options name its tokenizer (bytes, or CLIP's BPE from the
+open-clip-torch wheel: nothing to download), so
 
     pipe = mini_text2im()                      # a Text2ImPipeline, base model only
     out = pipe("a red apple", batch_size=4, guidance_scale=3.0, num_inference_steps=50, seed=0)
