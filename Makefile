@@ -17,6 +17,11 @@ SERVER_CONFIG := $(VENV)/etc/jupyter/jupyter_server_config.json
 # Jupyter refuses to run as root without this flag (containers, CI).
 ALLOW_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root)
 
+# libgomp's idle threads spin before sleeping; on a 2-core machine with anything else running that makes every
+# 2-thread torch step several times slower (benchmarks/omp_spin.py, docs/benchmarks.md). A short spin costs ~5 %
+# idle. Exported to every recipe (tests, chapter kernels, JupyterLab's kernels) unless already set.
+export GOMP_SPINCOUNT ?= 1000
+
 # Extra arguments, e.g. `make test PYTEST_ARGS='-x chapters/01_forward_process.md'`.
 PYTEST_ARGS ?=
 LAB_ARGS ?=
