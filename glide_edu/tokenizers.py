@@ -31,6 +31,7 @@ import os
 import warnings
 from collections.abc import Iterable, Sequence
 from functools import lru_cache
+from typing import Any
 
 import regex  # \p{L} / \p{N} classes (the stdlib re has none)
 import torch
@@ -221,11 +222,17 @@ class GlideTokenizer(BytePairTokenizer):
 
         The empty prompt ``""`` gives the unconditional row (all padding, all-False mask).
         """
-        prompts = [prompts] if isinstance(prompts, str) else list(prompts)
-        rows = [self.padded_tokens_and_mask(self.encode(p), text_ctx) for p in prompts]
-        tokens = torch.tensor([r[0] for r in rows], dtype=torch.long).view(len(rows), text_ctx)
-        mask = torch.tensor([r[1] for r in rows], dtype=torch.bool).view(len(rows), text_ctx)
-        return tokens, mask
+        return glide_batch(self, prompts, text_ctx)
+
+
+def glide_batch(tokenizer: Any, prompts: str | Sequence[str], text_ctx: int) -> tuple[Tensor, Tensor]:
+    """GLIDE's caption batch with ``tokenizer``'s ``encode`` and ``end_token``: tokens (B, text_ctx) int64, each
+    row :func:`padded_tokens_and_mask`, and mask (B, text_ctx) bool."""
+    prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+    rows = [padded_tokens_and_mask(tokenizer.encode(p), text_ctx, tokenizer.end_token) for p in prompts]
+    tokens = torch.tensor([r[0] for r in rows], dtype=torch.long).view(len(rows), text_ctx)
+    mask = torch.tensor([r[1] for r in rows], dtype=torch.bool).view(len(rows), text_ctx)
+    return tokens, mask
 
 
 def padded_tokens_and_mask(
@@ -287,11 +294,7 @@ class ClipTokenizer(BytePairTokenizer):
     def tokens_and_mask(self, prompts: str | Sequence[str], text_ctx: int = GLIDE_TEXT_CTX) -> tuple[Tensor, Tensor]:
         """GLIDE's caption layout over CLIP's BPE (a miniature's ``tokenizer = "clip"``): tokens (B, text_ctx)
         without a start token, padded with the end token, and mask (B, text_ctx) bool; ``""`` is all padding."""
-        prompts = [prompts] if isinstance(prompts, str) else list(prompts)
-        rows = [padded_tokens_and_mask(self.encode(p), text_ctx, self.end_token) for p in prompts]
-        tokens = torch.tensor([r[0] for r in rows], dtype=torch.long).view(len(rows), text_ctx)
-        mask = torch.tensor([r[1] for r in rows], dtype=torch.bool).view(len(rows), text_ctx)
-        return tokens, mask
+        return glide_batch(self, prompts, text_ctx)
 
     def padded_tokens_and_len(self, tokens: Sequence[int], text_ctx: int = CLIP_TEXT_CTX) -> tuple[list[int], int]:
         """``[start] + tokens[:text_ctx-2] + [end]``, zero-padded to ``text_ctx``, and its unpadded length."""

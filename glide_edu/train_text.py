@@ -37,7 +37,7 @@ from torch import Tensor, nn
 from glide_edu.captions import book_captions, tokenize_captions
 from glide_edu.diffusion import GaussianDiffusion
 from glide_edu.pretrained import save_glide_checkpoint
-from glide_edu.prior import X0_PRIOR_ABOVE_T, data_mean, x0_prior
+from glide_edu.prior import data_mean
 from glide_edu.train import TrainConfig, Trainer
 
 PRIOR_OPTIONS = ("x0_prior_mean", "x0_prior_above_t")  # read by the sampler, not the network: warm starts ignore them
@@ -202,12 +202,13 @@ class TextTrainer(Trainer):
         return {"tokens": tokens[rows], "mask": mask[rows], **extra}
 
     def grid_model(self, model: nn.Module):
-        """The EMA network with the data-mean x̂₀ at the top, as the pipelines sample it (glide_edu.prior)."""
-        prior = (self.options or {}).get("x0_prior_mean")
-        if prior is None or self.task.super_res:
+        """The EMA network with the data-mean x̂₀ at the top when the options name one, as the pipelines sample
+        it (:meth:`glide_edu.pipelines.models.GlideModel.with_prior`)."""
+        if not self.options:
             return model
-        return x0_prior(model, self.diffusion.alphas_cumprod, prior,
-                        (self.options or {}).get("x0_prior_above_t", X0_PRIOR_ABOVE_T))
+        from glide_edu.pipelines.models import GlideModel
+
+        return GlideModel.from_options(model, self.options, self.task.kind).with_prior(model)
 
     def snapshot_writer(self):
         """``write(path, ema, rate)`` for one EMA network as a GLIDE checkpoint (snapshots of a text model)."""

@@ -180,8 +180,7 @@ def top_of_schedule(pipe: Any, n: int = 8, t_near: int = 980, seed: int = 0) -> 
         last = full.num_timesteps - 1
         x_T = torch.randn(x0.shape, generator=gen)
         eps = model.network(x_T, torch.full((n,), last), **text)[:, :3]
-        abar = float(full.alphas_cumprod[last])
-        out["raw_x0_at_T"] = float(((x_T - (1 - abar) ** 0.5 * eps) / abar**0.5).mean())
+        out["raw_x0_at_T"] = float(full.predict_xstart_from_eps(x_T, last, eps).mean())
         noise = torch.randn(x0.shape, generator=gen)
         t = torch.full((n,), t_near)
         for name, x_t in (("zero", noise), ("real", full.q_sample(x0, t, noise))):
