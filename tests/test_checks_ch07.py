@@ -13,32 +13,61 @@ from glide_edu.train_text import MINI_OPTIONS
 SMALL = {**MINI_OPTIONS, "num_res_blocks": 1, "xf_width": 32, "xf_layers": 1, "text_ctx": 24}
 
 
-def good_tokens(caption: str, ctx: int, table):
-    ids = [table[b] for b in caption.encode("utf-8")][:ctx]
-    return ids + [256] * (ctx - len(ids)), [True] * len(ids) + [False] * (ctx - len(ids))
+def merge_loop(symbols, ranks, pick=None, step=2, once=False):
+    """A merge loop with the checker's knobs: ``pick`` chooses among the mergeable pairs (lowest rank by
+    default), ``step`` is where scanning resumes after a fusion, ``once`` stops after one merge."""
+    word = list(symbols)
+    while len(word) > 1:
+        pairs = [p for p in zip(word, word[1:], strict=False) if p in ranks]
+        if not pairs:
+            break
+        best = (pick or (lambda ps: min(ps, key=ranks.__getitem__)))(pairs)
+        out, i = [], 0
+        while i < len(word):
+            if i + 1 < len(word) and (word[i], word[i + 1]) == best:
+                out.append(word[i] + word[i + 1])
+                i += step
+            else:
+                out.append(word[i])
+                i += 1
+        word = out
+        if once:
+            break
+    return word
 
 
-def test_tokens_and_mask_accepts_the_byte_layout() -> None:
-    assert checks.check_tokens_and_mask(good_tokens)
-    table = checks.byte_table()
-    assert sorted(table) == list(range(256)) and table[ord("!")] == 0 and table[ord("a")] == 64
+def test_bpe_merge_accepts_a_right_loop() -> None:
+    assert checks.check_bpe_merge(merge_loop)
 
 
-def pad(ids: list[int], n: int, with_: int = 256) -> tuple[list[int], list[bool]]:
-    ids = ids[:n]
-    return ids + [with_] * (n - len(ids)), [True] * len(ids) + [False] * (n - len(ids))
+def first_occurrence_only(symbols, ranks):
+    """Right too: fusing one occurrence per round reaches the same symbols (the next round fuses the rest)."""
+    word = list(symbols)
+    while True:
+        pairs = [(ranks[p], i) for i, p in enumerate(zip(word, word[1:], strict=False)) if p in ranks]
+        if not pairs:
+            return word
+        _, i = min(pairs)
+        word = word[:i] + [word[i] + word[i + 1]] + word[i + 2:]
+
+
+def test_bpe_merge_accepts_a_different_right_loop() -> None:
+    assert checks.check_bpe_merge(first_occurrence_only)
 
 
 @pytest.mark.parametrize(("wrong", "message"), [
-    (lambda c, n, t: pad([t[b] for b in c.encode()], n, 0), "not with 0"),
-    (lambda c, n, t: pad(list(c.encode()), n), "raw byte values"),
-    (lambda c, n, t: pad([t[ord(x)] if ord(x) < 256 else 0 for x in c], n), "characters|mask"),
-    (lambda c, n, t: ([t[b] for b in c.encode()][:n], [True] * len(c.encode()[:n])), "exactly text_ctx"),
-    (lambda c, n, t: (good_tokens(c, n, t)[0], [True] * n), "mask must be True"),
+    (lambda s, r: merge_loop(s, r, pick=lambda ps: ps[0]), "first mergeable pair"),
+    (lambda s, r: merge_loop(s, r, pick=lambda ps: max(ps, key=r.__getitem__)), "highest rank"),
+    (lambda s, r: merge_loop(s, r, once=True), "one merge"),
+    (lambda s, r: merge_loop(s, r, step=1), "overlapping"),
+    (lambda s, r: list(s), "expected"),
+    (lambda s, r: ["".join(s)], "expected"),
+    (lambda s, r: "".join(s), "list of str"),
+    (lambda s, r: merge_loop(s, r) + ["</w>"], "must still spell"),
 ])
-def test_tokens_and_mask_names_the_slips(wrong, message: str) -> None:
+def test_bpe_merge_names_the_slips(wrong, message: str) -> None:
     with pytest.raises(ExerciseError, match=message):
-        checks.check_tokens_and_mask(wrong)
+        checks.check_bpe_merge(wrong)
 
 
 @pytest.fixture(scope="module")

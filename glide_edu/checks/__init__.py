@@ -237,9 +237,12 @@ __all__ += [
 from glide_edu.checks.ch11 import check_glide_cfg, check_known_region_clamp, check_quantize_8bit  # noqa: E402
 
 __all__ += ["check_glide_cfg", "check_known_region_clamp", "check_quantize_8bit"]
-from glide_edu.checks.ch07 import check_guidance_prediction, check_text_conditioning, check_tokens_and_mask  # noqa: E402
+from glide_edu.checks.ch07 import check_bpe_merge, check_guidance_prediction, check_text_conditioning  # noqa: E402
 
-__all__ += ["check_guidance_prediction", "check_text_conditioning", "check_tokens_and_mask"]
+__all__ += ["check_guidance_prediction", "check_text_conditioning", "check_bpe_merge"]
+from glide_edu.checks.ch12 import check_method_prediction, check_precision_recall  # noqa: E402
+
+__all__ += ["check_method_prediction", "check_precision_recall"]
 from glide_edu.checks.ch15 import check_loss_scale_update, check_underflow_prediction  # noqa: E402
 
 __all__ += ["check_loss_scale_update", "check_underflow_prediction"]

@@ -1,8 +1,7 @@
 """Checkers for the exercises of chapter 7 (text conditioning, GLIDE in miniature).
 
-* :func:`check_tokens_and_mask` — GLIDE's caption layout over bytes: the UTF-8 bytes of the caption mapped to
-  token ids by the vocabulary's byte table (:func:`byte_table`), cut to ``text_ctx``, then the end token as
-  padding; the mask True on real tokens only;
+* :func:`check_bpe_merge` — byte-pair encoding's merge loop: fuse the adjacent pair with the lowest merge rank,
+  every non-overlapping occurrence, until no adjacent pair is in the merge list;
 * :func:`check_text_conditioning` — GLIDE's text path by hand: token + positional embeddings, the padding
   embedding where the mask is False, the transformer, the final LayerNorm, then the *last* position projected
   (added to the timestep embedding) and the whole sequence channels-first (the attention layers' extra keys
@@ -34,66 +33,80 @@ from glide_edu.checks import (
     raise_if_matches,
 )
 
-__all__ = ["byte_table", "check_tokens_and_mask", "check_text_conditioning", "check_guidance_prediction",
+__all__ = ["check_bpe_merge", "check_text_conditioning", "check_guidance_prediction",
            "guidance_facts"]
 
-END_TOKEN = 256  # the byte-level tokenizer's end/padding id
+
+# ------------------------------------------------------------------------- exercise 1: the merge loop
+def _merge_slips(symbols: list[str], ranks: dict[tuple[str, str], int]) -> dict[str, list[str]]:
+    """Typical wrong merge loops' answers on ``symbols`` (hint → result)."""
+
+    def run(pick, overlap: bool = False, once: bool = False) -> list[str]:
+        word = list(symbols)
+        while len(word) > 1:
+            pairs = [p for p in zip(word, word[1:], strict=False) if p in ranks]
+            if not pairs:
+                break
+            best = pick(pairs)
+            out, i = [], 0
+            while i < len(word):
+                if i + 1 < len(word) and (word[i], word[i + 1]) == best:
+                    out.append(word[i] + word[i + 1])
+                    i += 1 if overlap else 2
+                else:
+                    out.append(word[i])
+                    i += 1
+            word = out
+            if once:
+                break
+        return word
+
+    lowest = lambda pairs: min(pairs, key=ranks.__getitem__)  # noqa: E731
+    return {
+        "you fuse the first mergeable pair from the left; fuse the pair with the LOWEST rank first, wherever it is":
+            run(lambda pairs: pairs[0]),
+        "you fuse the pair with the highest rank; rank 0 is the merge learnt first and is applied first":
+            run(lambda pairs: max(pairs, key=ranks.__getitem__)),
+        "you stop after one merge; repeat until no adjacent pair is in ranks": run(lowest, once=True),
+        "overlapping occurrences: after fusing a pair at i, continue at i + 2 (('a','a','a') with ('a','a') gives "
+        "['aa', 'a'])": run(lowest, overlap=True),
+    }
 
 
-# ------------------------------------------------------------------------- exercise 1: tokens and mask
-def byte_table() -> list[int]:
-    """``byte_id[b]``: the byte-level tokenizer's token id of byte value ``b`` (0…255), GPT-2's order."""
-    from glide_edu.tokenizers import byte_level_tokenizer, bytes_to_unicode
+def check_bpe_merge(fn: Callable) -> bool:
+    """Check ``fn(symbols, ranks) -> list[str]``, BPE's merge loop, against :func:`glide_edu.tokenizers.bpe_merge`
+    on CLIP's own merges (words of the book's captions, an accent, an emoji, a word CLIP splits) and on small
+    rank tables built to expose the usual slips."""
+    from glide_edu.tokenizers import bpe_merge, clip_tokenizer
 
-    encoder, symbol = byte_level_tokenizer().encoder, bytes_to_unicode()
-    return [encoder[symbol[b]] for b in range(256)]
-
-
-def check_tokens_and_mask(fn: Callable) -> bool:
-    """Check ``fn(caption, text_ctx, byte_id) -> (tokens, mask)`` — lists or 1-D tensors of length
-    ``text_ctx``; ``byte_id[b]`` is the token id of byte value ``b``."""
-    from glide_edu.tokenizers import byte_level_tokenizer
-
-    name = "tokens_and_mask"
-    tok = byte_level_tokenizer()
-    table = byte_table()
-    cases = [("a red apple", 16), ("two blue squares", 24), ("café ☕", 12), ("", 8),
-             ("a small green triangle above a purple square", 20)]
-    for caption, ctx in cases:
-        got = call_reader(fn, name, caption, ctx, list(table))
-        if not isinstance(got, tuple | list) or len(got) != 2:
-            raise ExerciseError(f"{name} must return a pair (tokens, mask), got {type(got).__name__}")
-        tokens = torch.as_tensor(got[0]).long().flatten()
-        mask = torch.as_tensor(got[1]).bool().flatten()
-        want_t, want_m = (x[0] for x in tok.tokens_and_mask(caption, ctx))
-        if tokens.numel() != ctx or mask.numel() != ctx:
-            raise ExerciseError(f"{name}({caption!r}, {ctx}) gave {tokens.numel()} tokens and {mask.numel()} mask "
-                                f"entries; both must have exactly text_ctx = {ctx} (cut long captions, pad short ones)")
-        if not torch.equal(mask, want_m):
-            raise ExerciseError(f"{name}({caption!r}, {ctx}): the mask must be True on the "
-                                f"{int(want_m.sum())} real tokens and False on the padding; you have "
-                                f"{int(mask.sum())} True entries")
-        if torch.equal(tokens, want_t):
+    name = "bpe_merge"
+    tok = clip_tokenizer()
+    cases = [  # small tables first, each built so one slip shows (and is named) before the others can
+        (["x", "y", "z"], {("x", "y"): 0, ("y", "z"): 1}),
+        (["x", "y", "z"], {("x", "y"): 2, ("y", "z"): 1}),
+        (["a", "a", "a"], {("a", "a"): 0, ("aa", "a"): 5}),
+        (["a", "b", "a", "b"], {("a", "b"): 0, ("ab", "ab"): 1}),
+        (["x", "y", "z", "w"], {("z", "w"): 0, ("x", "y"): 1, ("y", "zw"): 2, ("xy", "zw"): 3}),
+        (["q"], {("q", "q"): 0}),
+    ]
+    cases += [(tok.word_symbols(w), tok.ranks) for w in ("apple", "triangle", "zany", "café", "🍎", "squares")]
+    for symbols, ranks in cases:
+        got = call_reader(fn, name, list(symbols), dict(ranks))
+        if not isinstance(got, list | tuple) or not all(isinstance(s, str) for s in got):
+            raise ExerciseError(f"{name} must return a list of str symbols, got {type(got).__name__}")
+        want = bpe_merge(symbols, ranks)
+        if list(got) == want:
             continue
-        n = int(want_m.sum())
-        raw = list(caption.encode("utf-8"))[:n]
-        if torch.equal(tokens[:n], want_t[:n]):
-            raise ExerciseError(f"{name}({caption!r}, {ctx}): the real tokens are right, the padding is not — "
-                                f"GLIDE pads with the end token ({END_TOKEN} here), not with 0 or a byte")
-        if tokens[:n].tolist() == raw:
-            raise ExerciseError(f"{name}({caption!r}, {ctx}): these are the raw byte values; the vocabulary numbers "
-                                "the bytes in its own order — map each byte b to byte_id[b]")
-        points = [table[ord(c)] if ord(c) < 256 else -1 for c in caption][:n]
-        if tokens[:len(points)].tolist() == points or len(caption) != len(caption.encode("utf-8")) and \
-                tokens[:len(caption)].tolist() == [ord(c) for c in caption][:n]:
-            raise ExerciseError(f"{name}({caption!r}, {ctx}): the tokens come from characters (ord), not bytes; "
-                                "take caption.encode('utf-8'), so 'é' is two tokens and '☕' three")
-        raise ExerciseError(f"{name}({caption!r}, {ctx}) gave tokens {tokens.tolist()}, expected {want_t.tolist()}")
-    return passed(name, "UTF-8 bytes through the vocabulary's byte table, cut to text_ctx, end-token padding, "
-                  "mask on the real tokens")
+        for hint, wrong in _merge_slips(list(symbols), ranks).items():
+            if list(got) == wrong:
+                raise ExerciseError(f"{name}({symbols}): {hint}")
+        if "".join(got) != "".join(symbols):
+            raise ExerciseError(f"{name}({symbols}) gave {list(got)}: merging only joins neighbours, so the symbols "
+                                f"must still spell {''.join(symbols)!r}")
+        raise ExerciseError(f"{name}({symbols}) gave {list(got)}, expected {want}")
+    return passed(name, "lowest rank first, every non-overlapping occurrence, until no pair is in ranks")
 
 
-# ------------------------------------------------------------------------- exercise 2: the text path
 def check_text_conditioning(fn: Callable, model: nn.Module) -> bool:
     """Check ``fn(model, tokens, mask) -> (xf_proj, xf_out)`` against ``model.get_text_emb``.
 
