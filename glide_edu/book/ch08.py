@@ -1,5 +1,7 @@
 """Chapter 8 only: GLIDE's noised CLIP against a CLIP trained on clean pictures.
 
+    python -m glide_edu.book regenerate ch08 --explorer   # → data/results/glide_mini_explorer_clip.safetensors
+
 :func:`retrieval_by_noise` asks each CLIP to pick every picture's caption from a fixed pool after the pictures
 were noised to timestep t (``q_sample``, several noise seeds). A clean CLIP sees x_t as if it were a picture
 (t = 0, as it would when guiding); the noised CLIP is told t. Where the clean CLIP's accuracy has fallen to
@@ -75,3 +77,16 @@ def training_curve(path: str | Path) -> dict[str, list]:
     for t in rows[-1]["retrieval"]:
         curve[f"t={t}"] = [r["retrieval"].get(t) for r in rows]
     return curve
+
+
+def regenerate(argv: list[str] | None = None) -> None:
+    """``python -m glide_edu.book regenerate ch08 --explorer``: the CLIP-guided explorer views."""
+    from glide_edu.book import chapter_parser
+    from glide_edu.pipelines.mini import mini_views_path, regenerate_mini_views
+
+    parser = chapter_parser("ch08", __doc__)
+    parser.add_argument("--explorer", action="store_true", required=True,
+                        help="the widget's precomputed CLIP-guided views")
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args(argv)
+    print(f"wrote {regenerate_mini_views(args.out or mini_views_path(clips=True), clips=True)}")

@@ -32,7 +32,10 @@ EXPLORER_PROMPTS = ("a red circle", "a large green square", "two blue squares", 
                     "a small purple triangle to the left of a green circle",
                     "red apple", "a grinning face", "a red heart", "a cat face")
 EXPLORER_GRID: dict[str, tuple[float, ...]] = {"cfg": (1.5, 2.0, 3.0, 4.0, 6.0, 8.0), "none": ()}
+EXPLORER_CLIP_GRID: dict[str, tuple[float, ...]] = {"clip": (1.0, 2.0, 4.0, 8.0, 16.0),
+                                                    "clip-clean": (1.0, 2.0, 4.0, 8.0, 16.0)}
 REGENERATE_VIEWS = "python -m glide_edu.book regenerate ch07 --explorer"
+REGENERATE_CLIP_VIEWS = "python -m glide_edu.book regenerate ch08 --explorer"
 
 
 def sample_prompts(pipe: Any, prompts: Sequence[str], scale: float, steps: int = 25, seed: int = 0,
@@ -47,11 +50,11 @@ def sample_prompts(pipe: Any, prompts: Sequence[str], scale: float, steps: int =
     return torch.cat(rows)
 
 
-def mini_views_path() -> Path:
-    """Where the miniature's precomputed explorer views are shipped."""
+def mini_views_path(clips: bool = False) -> Path:
+    """Where the miniature's precomputed explorer views are shipped (``clips``: the CLIP-guided ones)."""
     from glide_edu.results import RESULTS_DIR
 
-    return RESULTS_DIR / "glide_mini_explorer.safetensors"
+    return RESULTS_DIR / ("glide_mini_explorer_clip.safetensors" if clips else "glide_mini_explorer.safetensors")
 
 
 
@@ -82,21 +85,31 @@ def mini_text2im(path: str | os.PathLike | None = None, device: str | torch.devi
     return Text2ImPipeline(load_mini_model(file), None, tokenizer, device)
 
 
-def mini_explorer(precomputed: bool = True, path: str | os.PathLike | None = None, progress: bool = True):
+def mini_explorer(precomputed: bool = True, path: str | os.PathLike | None = None, progress: bool = True,
+                  clips: bool = False):
     """A :class:`~glide_edu.pipelines.explorer.PromptExplorer` on the shipped miniature, seeded with its
-    precomputed views (refused, with the command to regenerate them, when they were sampled with another
-    miniature); ``precomputed=False`` samples every view live."""
+    precomputed views (refused, with the command to regenerate them, when they were sampled with other
+    models); ``precomputed=False`` samples every view live. ``clips``: add CLIP guidance with the book's noised
+    CLIP ("clip") and its clean control ("clip-clean"), and their precomputed views."""
     from glide_edu.pipelines.explorer import PromptExplorer, load_views
 
+    guides = {}
+    if clips:
+        from glide_edu.train_clip import shipped_clip
+
+        guides = {"clip": shipped_clip("noised"), "clean_clip": shipped_clip("clean")}
     views = []
     if precomputed:
         views, _ = load_views(path if path is not None else mini_views_path(), REGENERATE_VIEWS)
-    return PromptExplorer(mini_text2im(), precomputed=views, progress=progress)
+        if clips:
+            views += load_views(mini_views_path(clips=True), REGENERATE_CLIP_VIEWS)[0]
+    return PromptExplorer(mini_text2im(), precomputed=views, progress=progress, **guides)
 
 
-def regenerate_mini_views(path: str | os.PathLike | None = None) -> Path:
-    """Sample every view of :data:`EXPLORER_PROMPTS` × :data:`EXPLORER_GRID` with the shipped miniature and
-    store them (with the checkpoint's sha256) for :func:`mini_explorer`."""
+def regenerate_mini_views(path: str | os.PathLike | None = None, clips: bool = False) -> Path:
+    """Sample every view of :data:`EXPLORER_PROMPTS` × :data:`EXPLORER_GRID` (``clips``: ×
+    :data:`EXPLORER_CLIP_GRID`) with the shipped models and store them (with the checkpoints' sha256) for
+    :func:`mini_explorer`."""
     import time
 
     from glide_edu.pipelines.explorer import precompute_views, save_views
@@ -104,7 +117,9 @@ def regenerate_mini_views(path: str | os.PathLike | None = None) -> Path:
     from glide_edu.results import checkpoint_provenance, run_provenance
 
     start = time.perf_counter()
-    views = precompute_views(mini_explorer(precomputed=False, progress=False), EXPLORER_PROMPTS, EXPLORER_GRID)
-    shipped = {MINI_CHECKPOINT: checkpoint_provenance(shipped_checkpoint(MINI_CHECKPOINT))}
-    provenance = run_provenance(REGENERATE_VIEWS, start, checkpoints=shipped)
-    return save_views(path if path is not None else mini_views_path(), views, provenance)
+    explorer = mini_explorer(precomputed=False, progress=False, clips=clips)
+    views = precompute_views(explorer, EXPLORER_PROMPTS, EXPLORER_CLIP_GRID if clips else EXPLORER_GRID)
+    names = [MINI_CHECKPOINT, *(["clip_noised", "clip_clean"] if clips else [])]
+    shipped = {name: checkpoint_provenance(shipped_checkpoint(name)) for name in names}
+    provenance = run_provenance(REGENERATE_CLIP_VIEWS if clips else REGENERATE_VIEWS, start, checkpoints=shipped)
+    return save_views(path if path is not None else mini_views_path(clips), views, provenance)
