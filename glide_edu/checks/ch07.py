@@ -113,11 +113,13 @@ def check_text_conditioning(fn: Callable, model: nn.Module) -> bool:
     ``xf_proj`` (B, 4·model_channels): the last position's output projected; ``xf_out`` (B, xf_width,
     text_ctx): the transformer's output, channels first.
     """
-    from glide_edu.tokenizers import byte_level_tokenizer
+    from glide_edu.tokenizers import CLIP_N_VOCAB, byte_level_tokenizer, clip_tokenizer
 
     name = "text_conditioning"
     ctx = model.text_config.text_ctx
-    tokens, mask = byte_level_tokenizer().tokens_and_mask(["a red circle", "two green squares", ""], ctx)
+    clip_ids = model.token_embedding.num_embeddings == CLIP_N_VOCAB  # the miniature's tokenizer, else bytes
+    tok = clip_tokenizer() if clip_ids else byte_level_tokenizer()
+    tokens, mask = tok.tokens_and_mask(["a red circle", "two green squares", ""], ctx)
     with torch.no_grad():
         want_proj, want_out = model.get_text_emb(tokens, mask)
         got = call_reader(fn, name, model, tokens.clone(), mask.clone())
