@@ -93,3 +93,20 @@ def test_caption_use_is_one_for_a_network_that_ignores_text_and_above_one_for_on
             assert use["other_over_own"] == pytest.approx(1.0) and use["empty_over_own"] == pytest.approx(1.0)
     with pytest.raises(ValueError, match="no padding"):
         caption_use(net, diffusion, images, tokens, torch.ones_like(mask))
+
+
+@pytest.mark.skipif(not __import__("glide_edu.text_metrics", fromlist=["x"]).PICTURE_NET_PATH.exists(),
+                    reason="the picture feature net is not shipped in this checkout")
+def test_the_shipped_picture_net_tells_real_sets_apart() -> None:
+    """Two sets of new shapes scenes are close in its feature space; shapes against emoji, or against the same
+    scenes with their colours swapped, are far: the FID-proxy of chapter 12 sees content and colour."""
+    from glide_edu.emoji import load_emoji
+    from glide_edu.shapes import load_shapes
+    from glide_edu.text_metrics import load_picture_net
+
+    net = load_picture_net()
+    a, b = load_shapes(200, seed=91).images, load_shapes(200, seed=92).images
+    emoji = load_emoji().images[:200]
+    same = fid_proxy(a, b, net)
+    assert fid_proxy(a, emoji, net) > 5 * same
+    assert fid_proxy(a, b[:, [2, 0, 1]], net) > 2 * same  # R, G, B rotated: other colours, same layouts
