@@ -65,3 +65,12 @@ def test_the_clean_clip_loses_captions_that_the_noised_one_keeps(pool) -> None:
         noised = shipped_clip("noised")
         assert retrieval_accuracy(noised, images, captions, t=600) > retrieval_accuracy(clean, images, captions,
                                                                                          t=600) + 0.1
+
+
+@needs("noised")
+@needs("clean")
+def test_chapter_8s_retrieval_curve_is_the_shipped_clips() -> None:
+    from glide_edu.book.ch08 import load_retrieval
+
+    result = load_retrieval()  # refuses a file measured with other CLIPs
+    assert set(result["clips"]) == {"noised", "clean"} and result["config"]["n_pictures"] == 256

@@ -25,7 +25,8 @@ REGENERABLE = {
     "ch07": "data/results/glide_mini_curve.json (--curve RUN: the miniature's training curve), "
             "glide_mini_guidance.json (--sweep: oracle accuracy vs s), "
             "glide_mini_explorer.safetensors (--explorer: the widgets' views)",
-    "ch08": "data/results/glide_mini_explorer_clip.safetensors (--explorer: the CLIP-guided views of the widgets)",
+    "ch08": "data/results/clip_retrieval_by_noise.json (--retrieval: both CLIPs' caption retrieval vs t), "
+            "glide_mini_explorer_clip.safetensors (--explorer: the CLIP-guided views of the widgets)",
     "ch12": "data/results/glide_mini_fronts.json (--sweep: CFG and CLIP guidance vs scale, six metrics)",
 }
 

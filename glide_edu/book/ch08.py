@@ -1,5 +1,6 @@
 """Chapter 8 only: GLIDE's noised CLIP against a CLIP trained on clean pictures.
 
+    python -m glide_edu.book regenerate ch08 --retrieval  # → data/results/clip_retrieval_by_noise.json
     python -m glide_edu.book regenerate ch08 --explorer   # → data/results/glide_mini_explorer_clip.safetensors
 
 :func:`retrieval_by_noise` asks each CLIP to pick every picture's caption from a fixed pool after the pictures
@@ -14,6 +15,7 @@ trained to a plateau.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -22,9 +24,13 @@ import torch
 from safetensors import safe_open
 
 from glide_edu.nn.clip import NoisedClip
+from glide_edu.results import RESULTS_DIR, checkpoint_provenance, load_results, run_provenance, write_results
 from glide_edu.train_clip import retrieval_accuracy, same_caption, shipped_clip
 
 TIMESTEPS = (0, 100, 200, 300, 400, 500, 600, 700, 800, 900, 999)  # of the 1000-step cosine schedule
+RETRIEVAL_PATH = RESULTS_DIR / "clip_retrieval_by_noise.json"
+RETRIEVAL_SCHEMA = "glide_edu.clip_retrieval_by_noise/1"
+REGENERATE = "python -m glide_edu.book regenerate ch08"
 
 
 def shipped_clips(names: Sequence[str] = ("noised", "clean")) -> dict[str, NoisedClip]:
@@ -79,14 +85,38 @@ def training_curve(path: str | Path) -> dict[str, list]:
     return curve
 
 
+def book_retrieval(seeds: Sequence[int] = (0, 1)) -> dict[str, Any]:
+    """:func:`retrieval_by_noise` of the shipped noised and clean CLIPs on the validation pool, with provenance."""
+    from glide_edu.pretrained import shipped_checkpoint
+    from glide_edu.train_clip import validation_pool
+
+    start = time.perf_counter()
+    images, captions = validation_pool()
+    result = retrieval_by_noise(shipped_clips(("noised", "clean")), images, captions, seeds=seeds)
+    files = {f"clip_{name}": checkpoint_provenance(shipped_checkpoint(f"clip_{name}")) for name in ("noised", "clean")}
+    return {"schema": RETRIEVAL_SCHEMA, "config": {"seeds": list(seeds), "n_pictures": len(captions)}, **result,
+            "provenance": run_provenance(REGENERATE + " --retrieval", start, checkpoints=files)}
+
+
+def load_retrieval(path: str | Path = RETRIEVAL_PATH, check_checkpoints: bool = True) -> dict[str, Any]:
+    """Read ``clip_retrieval_by_noise.json``; refuse it if it was measured with other CLIPs than the shipped ones."""
+    return load_results(path, RETRIEVAL_SCHEMA, REGENERATE + " --retrieval", check_checkpoints)
+
+
 def regenerate(argv: list[str] | None = None) -> None:
-    """``python -m glide_edu.book regenerate ch08 --explorer``: the CLIP-guided explorer views."""
+    """``python -m glide_edu.book regenerate ch08 --retrieval | --explorer``: the chapter's precomputed results."""
     from glide_edu.book import chapter_parser
     from glide_edu.pipelines.mini import mini_views_path, regenerate_mini_views
 
     parser = chapter_parser("ch08", __doc__)
-    parser.add_argument("--explorer", action="store_true", required=True,
-                        help="the widget's precomputed CLIP-guided views")
+    what = parser.add_mutually_exclusive_group(required=True)
+    what.add_argument("--retrieval", action="store_true", help="caption retrieval vs noise level, both CLIPs")
+    what.add_argument("--explorer", action="store_true", help="the widget's precomputed CLIP-guided views")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
+    if args.retrieval:
+        results = book_retrieval()
+        out = write_results(results, args.out or RETRIEVAL_PATH)
+        print(f"wrote {out} in {results['provenance']['seconds']} s")
+        return
     print(f"wrote {regenerate_mini_views(args.out or mini_views_path(clips=True), clips=True)}")
