@@ -74,3 +74,12 @@ def test_chapter_8s_retrieval_curve_is_the_shipped_clips() -> None:
 
     result = load_retrieval()  # refuses a file measured with other CLIPs
     assert set(result["clips"]) == {"noised", "clean"} and result["config"]["n_pictures"] == 256
+
+
+@needs("eval")
+def test_the_evaluation_clip_is_another_model_that_reads_clean_captions(pool) -> None:
+    images, captions = pool
+    judge = shipped_clip("eval")
+    assert retrieval_accuracy(judge, images, captions, t=0) > chance_level(captions) + 0.5
+    assert judge.config.patch_size != CLIP_RECIPES["noised"][0].patch_size  # another architecture
+    assert CLIP_RECIPES["eval"][1].seed != CLIP_RECIPES["noised"][1].seed and not judge.trained_on_noise
