@@ -42,7 +42,7 @@ def test_shipped_clip_is_its_recipe_trained_to_a_plateau(kind: str) -> None:
     curve = training_curve(CHECKPOINT_DIR / f"clip_{kind}.safetensors")
     last = curve["t=0"][-3:]
     assert curve["step"][-1] == train.steps and max(last) - min(last) < 0.05  # flat over its last 1000 steps
-    assert last[-1] > 2 * curve["t=0"][0]  # and it did learn
+    assert last[-1] > curve["t=0"][0] + 0.3  # and it did learn (its first evaluation is at step 500)
 
 
 @needs("noised")
