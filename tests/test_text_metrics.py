@@ -6,7 +6,14 @@ import pytest
 import torch
 
 from glide_edu.metrics import fid_proxy
-from glide_edu.text_metrics import PictureFeatureNet, clip_score, dominated_fraction, dominates, pareto_front
+from glide_edu.text_metrics import (
+    PICTURE_NET_PATH,
+    PictureFeatureNet,
+    clip_score,
+    dominated_fraction,
+    dominates,
+    pareto_front,
+)
 
 
 def test_pareto_front_and_domination() -> None:
@@ -95,7 +102,7 @@ def test_caption_use_is_one_for_a_network_that_ignores_text_and_above_one_for_on
         caption_use(net, diffusion, images, tokens, torch.ones_like(mask))
 
 
-@pytest.mark.skipif(not __import__("glide_edu.text_metrics", fromlist=["x"]).PICTURE_NET_PATH.exists(),
+@pytest.mark.skipif(not PICTURE_NET_PATH.exists(),
                     reason="the picture feature net is not shipped in this checkout")
 def test_the_shipped_picture_net_tells_real_sets_apart() -> None:
     """Two sets of new shapes scenes are close in its feature space; shapes against emoji, or against the same

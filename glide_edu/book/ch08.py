@@ -23,6 +23,7 @@ from typing import Any
 import torch
 from safetensors import safe_open
 
+from glide_edu.book import chapter_parser
 from glide_edu.nn.clip import NoisedClip
 from glide_edu.results import RESULTS_DIR, checkpoint_provenance, load_results, run_provenance, write_results
 from glide_edu.train_clip import retrieval_accuracy, same_caption, shipped_clip
@@ -105,7 +106,6 @@ def load_retrieval(path: str | Path = RETRIEVAL_PATH, check_checkpoints: bool = 
 
 def regenerate(argv: list[str] | None = None) -> None:
     """``python -m glide_edu.book regenerate ch08 --retrieval | --explorer``: the chapter's precomputed results."""
-    from glide_edu.book import chapter_parser
     from glide_edu.pipelines.mini import mini_views_path, regenerate_mini_views
 
     parser = chapter_parser("ch08", __doc__)

@@ -16,7 +16,7 @@ names the typical slip.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
@@ -33,43 +33,47 @@ from glide_edu.checks import (
     raise_if_matches,
 )
 
-__all__ = ["check_bpe_merge", "check_text_conditioning", "check_guidance_prediction",
+__all__ = ["check_bpe_merge", "merge_variant", "check_text_conditioning", "check_guidance_prediction",
            "guidance_facts"]
 
 
 # ------------------------------------------------------------------------- exercise 1: the merge loop
+def merge_variant(symbols: Sequence[str], ranks: dict[tuple[str, str], int], pick: Callable | None = None,
+                  overlap: bool = False, once: bool = False) -> list[str]:
+    """A merge loop with the usual slips as knobs: ``pick`` chooses among the mergeable pairs (default: the
+    lowest rank, BPE's rule), ``overlap`` resumes scanning right after a fused pair's first symbol, ``once`` stops
+    after one merge. With no knobs it gives :func:`glide_edu.tokenizers.bpe_merge`'s answer."""
+    choose = pick or (lambda pairs: min(pairs, key=ranks.__getitem__))
+    word = list(symbols)
+    while len(word) > 1:
+        pairs = [p for p in zip(word, word[1:], strict=False) if p in ranks]
+        if not pairs:
+            break
+        best = choose(pairs)
+        out, i = [], 0
+        while i < len(word):
+            if i + 1 < len(word) and (word[i], word[i + 1]) == best:
+                out.append(word[i] + word[i + 1])
+                i += 1 if overlap else 2
+            else:
+                out.append(word[i])
+                i += 1
+        word = out
+        if once:
+            break
+    return word
+
+
 def _merge_slips(symbols: list[str], ranks: dict[tuple[str, str], int]) -> dict[str, list[str]]:
     """Typical wrong merge loops' answers on ``symbols`` (hint → result)."""
-
-    def run(pick, overlap: bool = False, once: bool = False) -> list[str]:
-        word = list(symbols)
-        while len(word) > 1:
-            pairs = [p for p in zip(word, word[1:], strict=False) if p in ranks]
-            if not pairs:
-                break
-            best = pick(pairs)
-            out, i = [], 0
-            while i < len(word):
-                if i + 1 < len(word) and (word[i], word[i + 1]) == best:
-                    out.append(word[i] + word[i + 1])
-                    i += 1 if overlap else 2
-                else:
-                    out.append(word[i])
-                    i += 1
-            word = out
-            if once:
-                break
-        return word
-
-    lowest = lambda pairs: min(pairs, key=ranks.__getitem__)  # noqa: E731
     return {
         "you fuse the first mergeable pair from the left; fuse the pair with the LOWEST rank first, wherever it is":
-            run(lambda pairs: pairs[0]),
+            merge_variant(symbols, ranks, pick=lambda pairs: pairs[0]),
         "you fuse the pair with the highest rank; rank 0 is the merge learnt first and is applied first":
-            run(lambda pairs: max(pairs, key=ranks.__getitem__)),
-        "you stop after one merge; repeat until no adjacent pair is in ranks": run(lowest, once=True),
+            merge_variant(symbols, ranks, pick=lambda pairs: max(pairs, key=ranks.__getitem__)),
+        "you stop after one merge; repeat until no adjacent pair is in ranks": merge_variant(symbols, ranks, once=True),
         "overlapping occurrences: after fusing a pair at i, continue at i + 2 (('a','a','a') with ('a','a') gives "
-        "['aa', 'a'])": run(lowest, overlap=True),
+        "['aa', 'a'])": merge_variant(symbols, ranks, overlap=True),
     }
 
 
