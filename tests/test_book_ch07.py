@@ -72,11 +72,13 @@ def test_regenerate_needs_exactly_one_product(capsys) -> None:
 
 def test_caption_use_curve_has_a_row_per_snapshot_and_seed(toy_run: Path) -> None:
     curve = ch07.caption_use_curve(toy_run, every=1, n=8, seeds=(0, 1))
-    rows = [r for r in curve["rows"] if r["source"] == "all"]
-    assert [(r["step"], r["seed"]) for r in rows] == [(1, 0), (1, 1), (2, 0), (2, 1)]
-    assert all(r["own"] > 0 and r["other_over_own"] > 0 and r["n"] == 8 for r in rows)
-    assert rows[0]["own"] != rows[1]["own"]  # another noise seed, another estimate
     _, _, source = ch07.held_out_pictures(8)
+    name = max(("emoji", "shapes"), key=source.count)
+    rows = [r for r in curve["rows"] if r["source"] == name]
+    assert [(r["step"], r["seed"]) for r in rows] == [(1, 0), (1, 1), (2, 0), (2, 1)]
+    assert all(r["own"] > 0 and r["other_over_own"] > 0 for r in rows)
+    assert rows[0]["own"] != rows[1]["own"]  # another noise seed, another estimate
+    assert {r["source"] for r in curve["rows"]} <= {"emoji", "shapes"}
     for name in ("emoji", "shapes"):  # each source on its own, when it has two pictures or more
         part = [r for r in curve["rows"] if r["source"] == name]
         assert len(part) == (4 if source.count(name) >= 2 else 0) and all(r["n"] == source.count(name) for r in part)
