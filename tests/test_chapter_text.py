@@ -48,6 +48,8 @@ REGENERATED = {
     "04_hybrid_loss.md": ("ch04", "digits_sampling.json"),
     "05_classifier_guidance.md": ("ch05", "classifier_guidance.json"),
     "06_classifier_free_guidance.md": ("ch06", "digits_cfg.json"),
+    "07_text_conditioning.md": ("ch07", "glide_mini_guidance.json"),
+    "08_noised_clip.md": ("ch08", "clip_retrieval_by_noise.json"),
     "12_measuring.md": ("ch12", "glide_mini_fronts.json"),
 }
 _QUOTE = r"≈ (\d+(?:\.\d+)?) (min|s) by `python -m glide_edu\.book regenerate {chapter}(?: --[a-z-]+)*`"

@@ -32,6 +32,7 @@ def loss_right(z_i, z_t, log_scale):
     (lambda z_i, z_t, s: loss_right(z_i, z_t, s.log()), "exp"),
     (lambda z_i, z_t, s: loss_right(z_i, z_t, torch.tensor(0.0)), "not scaled"),
     (lambda z_i, z_t, s: loss_right(z_i, z_t, s) * 2, "expected"),
+    (lambda z_i, z_t, s: None, "returned NoneType"),  # the bare stub
 ])
 def test_contrastive_loss_checker(slip, message: str) -> None:
     assert check_contrastive_loss(loss_right)

@@ -48,7 +48,9 @@ def check_contrastive_loss(fn: Callable) -> bool:
         z_t = F.normalize(z_i + 0.8 * torch.randn(n, d, generator=gen), dim=-1)  # matched pairs, imperfectly
         log_scale = torch.tensor(tau)
         got = call_reader(fn, name, z_i.clone(), z_t.clone(), log_scale.clone())
-        got = expect_tensor(got, "loss").detach() if isinstance(got, torch.Tensor) else torch.tensor(float(got))
+        if not isinstance(got, (torch.Tensor, int, float)):
+            raise ExerciseError(f"{name} returned {type(got).__name__}; return the loss, a scalar tensor")
+        got = got.detach() if isinstance(got, torch.Tensor) else torch.tensor(float(got))
         expect_shape(got.reshape(-1)[:1] if got.numel() == 1 else got, (1,), "loss", "a scalar")
         logits = log_scale.exp() * z_i @ z_t.T  # (N, N)
         target = torch.arange(n)
