@@ -102,3 +102,23 @@ def test_precomputed_views_round_trip_and_are_served_without_sampling(pipe, tmp_
         fresh("a red circle", "cfg", 5.0)
     with pytest.raises(ValueError, match="precompute with the same n"):
         PromptExplorer(pipe, n=3, precomputed=loaded)
+
+
+def test_the_scale_slider_offers_only_the_selected_methods_scales() -> None:
+    import ipywidgets as widgets
+
+    from glide_edu.pipelines.explorer import scales_follow_method
+
+    grids = {"cfg": (1.5, 3.0, 6.0), "clip": (1.0, 4.0, 16.0), "none": ()}
+    method = widgets.ToggleButtons(options=list(grids), value="clip")
+    s = widgets.SelectionSlider(options=sorted({v for g in grids.values() for v in g}), value=6.0)
+    seen = []
+    s.observe(lambda change: seen.append(change.new), names="value")
+    scales_follow_method(method, s, grids)
+    assert tuple(s.options) == (1.0, 4.0, 16.0) and s.value == 4.0  # nearest to 6 among the CLIP scales
+    s.value = 16.0
+    method.value = "cfg"
+    assert tuple(s.options) == (1.5, 3.0, 6.0) and s.value == 6.0
+    method.value = "none"
+    assert tuple(s.options) == (1.0,) and s.value == 1.0
+    assert seen[-1] == 1.0  # every change reached the slider's observers (the widget redraws)

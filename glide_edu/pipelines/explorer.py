@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -156,3 +156,22 @@ def load_views(path: str | os.PathLike, regenerate: str = "its regeneration comm
         verdicts = [check(img, key["prompt"]) for img in x] if is_shapes_caption(key["prompt"]) else None
         views.append(ExplorerView(key["prompt"], key["method"], float(key["scale"]), x, verdicts, key["seconds"]))
     return views, provenance
+
+
+def scales_follow_method(method_control: Any, scale_control: Any, grids: Mapping[str, Sequence[float]]) -> None:
+    """Keep a scale slider's options to the scales ``grids`` stores for the selected method, so that every step of
+    the slider shows another view ("none" and a method without scales get the single option 1.0).
+
+    ``method_control``: an ipywidgets ToggleButtons or Dropdown of methods; ``scale_control``: a SelectionSlider.
+    On a method change the slider keeps the scale nearest to the one it showed.
+    """
+    def update(change: Any = None) -> None:
+        options = tuple(grids.get(method_control.value) or (1.0,))  # "none": s is ignored
+        old = scale_control.value
+        nearest = min(options, key=lambda v: abs(v - old)) if old is not None else options[0]
+        if tuple(scale_control.options) != options:
+            scale_control.options = options
+        scale_control.value = nearest
+
+    method_control.observe(update, names="value")
+    update()
