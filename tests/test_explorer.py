@@ -122,3 +122,18 @@ def test_the_scale_slider_offers_only_the_selected_methods_scales() -> None:
     method.value = "none"
     assert tuple(s.options) == (1.0,) and s.value == 1.0
     assert seen[-1] == 1.0  # every change reached the slider's observers (the widget redraws)
+
+
+def test_explorer_controls_wire_prompt_method_and_a_following_slider() -> None:
+    from glide_edu.pipelines.explorer import explorer_controls
+
+    grids = {"cfg": (1.5, 3.0, 6.0), "clip": (1.0, 4.0, 16.0), "none": ()}
+    controls = explorer_controls(["a red circle", "red apple"], grids, ["clip", "cfg", "none"], "clip", 5.0)
+    assert set(controls) == {"prompt", "method", "s"}  # show(prompt, method, s)'s arguments
+    assert list(controls["prompt"].options) == ["a red circle", "red apple"]
+    assert controls["prompt"].value == "a red circle above a blue square" and not controls["prompt"].continuous_update
+    assert tuple(controls["s"].options) == (1.0, 4.0, 16.0) and controls["s"].value == 4.0  # nearest stored scale
+    controls["method"].value = "cfg"
+    assert tuple(controls["s"].options) == (1.5, 3.0, 6.0) and controls["s"].value == 3.0
+    with pytest.raises(ValueError, match="not among the buttons"):
+        explorer_controls([], grids, ["cfg", "none"], "clip", 4.0)

@@ -175,3 +175,22 @@ def scales_follow_method(method_control: Any, scale_control: Any, grids: Mapping
 
     method_control.observe(update, names="value")
     update()
+
+
+def explorer_controls(prompts: Sequence[str], grids: Mapping[str, Sequence[float]], methods: Sequence[str],
+                      method: str, scale: float, prompt: str = "a red circle above a blue square") -> dict[str, Any]:
+    """The explorer widget's controls, for ``ipywidgets.interact(show, **controls)`` with ``show(prompt, method,
+    s)``: a prompt box offering ``prompts`` (other text is sampled live), buttons for ``methods`` and a scale slider
+    that offers the selected method's ``grids`` scales (:func:`scales_follow_method`)."""
+    import ipywidgets as widgets  # the book's widget toolkit; the library itself imports without it
+
+    if method not in methods:
+        raise ValueError(f"method {method!r} is not among the buttons {list(methods)}: pick one of them")
+    options = tuple(grids.get(method) or (1.0,))
+    method_control = widgets.ToggleButtons(options=list(methods), value=method)
+    scale_control = widgets.SelectionSlider(options=options, value=min(options, key=lambda v: abs(v - scale)),
+                                            description="s")
+    scales_follow_method(method_control, scale_control, grids)
+    prompt_control = widgets.Combobox(value=prompt, options=list(prompts), description="prompt",
+                                      continuous_update=False)
+    return {"prompt": prompt_control, "method": method_control, "s": scale_control}
