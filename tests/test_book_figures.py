@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import jupytext
@@ -31,10 +32,14 @@ def _chapter(tmp_path: Path, *cells: nbformat.NotebookNode) -> Path:
 
 def test_the_key_figure_is_written_as_png_and_svg(tmp_path: Path) -> None:
     draw = ("import matplotlib.pyplot as plt\nimport os\nplt.plot([0, 1], [0, 1])\n"
-            "plt.title(os.environ['GLIDE_EDU_PROFILE'])\nplt.show()")
+            "plt.title(os.environ['GLIDE_EDU_PROFILE'])\nplt.show()\n"
+            "open('profile_seen.txt', 'w').write(os.environ['GLIDE_EDU_PROFILE'])")
     path = _chapter(tmp_path, nbformat.v4.new_code_cell("x = 1"),
                     nbformat.v4.new_code_cell(draw, metadata={"tags": [KEY_FIGURE_TAG]}))
+    before = os.environ.get("GLIDE_EDU_PROFILE")
     png, svg = export_key_figure(path, tmp_path / "out", profile="full")
+    assert (tmp_path / "profile_seen.txt").read_text() == "full"  # the kernel ran the asked profile
+    assert os.environ.get("GLIDE_EDU_PROFILE") == before  # and the caller's environment is untouched
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 1000
     text = svg.read_text()
     assert text.lstrip().startswith(("<?xml", "<svg")) and "</svg>" in text

@@ -40,16 +40,9 @@ def export_key_figure(path: str | Path, out: str | Path, profile: str = "fast", 
     index = key_figure_cell(notebook, path.name) + 1  # after the inserted formats cell
     notebook.cells.insert(0, nbformat.v4.new_code_cell(FORMATS_CELL))
     del notebook.cells[index + 1:]  # the cells up to the figure are all it needs (and no widget waits for a view)
-    env_before = os.environ.get("GLIDE_EDU_PROFILE")
-    os.environ["GLIDE_EDU_PROFILE"] = profile  # the kernel inherits it
-    try:
-        NotebookClient(notebook, timeout=timeout, kernel_name="python3",
-                       resources={"metadata": {"path": str(path.parent)}}).execute()
-    finally:
-        if env_before is None:
-            os.environ.pop("GLIDE_EDU_PROFILE", None)
-        else:
-            os.environ["GLIDE_EDU_PROFILE"] = env_before
+    NotebookClient(notebook, timeout=timeout, kernel_name="python3",
+                   resources={"metadata": {"path": str(path.parent)}}).execute(
+        env={**os.environ, "GLIDE_EDU_PROFILE": profile})  # the kernel's environment; ours stays as it is
     images = [o for o in notebook.cells[index].get("outputs", []) if "image/png" in o.get("data", {})]
     if not images:
         raise ValueError(f"{path.name}: the {KEY_FIGURE_TAG!r} cell drew no figure")
