@@ -121,3 +121,49 @@ def test_bad_inputs_are_one_clear_error(sweep) -> None:
         ch12.method_sweep(sweep["pipes"], None, None, data.captions, data.images[:3])
     with pytest.raises(ValueError, match="unknown metric"):
         ch12.better("fid")
+
+
+class TrainedPipe(BlurPipe):
+    """A stand-in snapshot: the later its training step, the less noise its pictures carry."""
+
+    def __init__(self, lookup: dict[str, torch.Tensor], step: int) -> None:
+        super().__init__(lookup)
+        self.step = step
+
+    def __call__(self, prompts, batch_size, guidance_scale, num_inference_steps, seed, upsample):
+        return super().__call__(prompts, batch_size, guidance_scale * self.step / 1000, num_inference_steps, seed,
+                                upsample)
+
+
+def test_guides_by_step_measures_every_chosen_snapshot_once_and_extends(tmp_path, monkeypatch, sweep) -> None:
+    data, other = load_shapes(12, seed=5, split="train"), load_shapes(12, seed=6, split="train")
+    lookup = dict(zip(data.captions, data.images, strict=True))
+    clip = object()  # the stand-in pipes never call the guiding CLIP
+    eval_clip = NoisedClip(replace(MINI_CLIP, n_embd=32, n_head_state_text=16, n_head_text=2, n_xf_blocks_text=1,
+                                   n_head_state_image=16, n_head_image=2, n_xf_blocks_image=1, patch_size=8)).eval()
+    eval_clip.tokenizer = ByteClipTokenizer()
+    monkeypatch.setattr(ch12, "_eval_kit", lambda n: ({"noised": clip, "eval": eval_clip}, PictureFeatureNet(5).eval(),
+                                                      data, other, {}))
+    monkeypatch.setattr(ch12, "mini_text2im", lambda path: int(path.name[len("ema-step-"):-len(".safetensors")]))
+    monkeypatch.setattr(ch12, "guided_pipes", lambda step, clips, names: {
+        "cfg": TrainedPipe(lookup, step), "clip-noised": TrainedPipe(lookup, step)})
+    (tmp_path / "snapshots").mkdir()
+    for step in (1000, 2000, 3000, 4000):
+        (tmp_path / "snapshots" / f"ema-step-{step:07d}.safetensors").touch()
+    first = ch12.guides_by_step(tmp_path, every=2000, n=12, seeds=(0, 1), steps=5)
+    keys = [(r["step"], r["method"], r["scale"], r["seed"]) for r in first["rows"]]
+    assert sorted({k[0] for k in keys}) == [2000, 4000]  # only every 2000th snapshot
+    assert len(keys) == len(set(keys)) == 2 * 2 * 3  # steps × seeds × (cfg 1, cfg 3, clip 4)
+    fid = ch12.by_step_table(first, "fid_proxy")
+    assert set(fid) == {("cfg", 1.0), ("cfg", 3.0), ("clip-noised", 4.0)}
+    assert all(by[4000] < by[2000] for by in fid.values())  # the stand-ins improve with training
+    (tmp_path / "snapshots" / "ema-step-0006000.safetensors").touch()
+    calls = []
+    monkeypatch.setattr(ch12, "mini_text2im", lambda path: calls.append(path.name) or 6000)
+    more = ch12.guides_by_step(tmp_path, every=2000, n=12, seeds=(0, 1), steps=5, extend=first)
+    assert calls == ["ema-step-0006000.safetensors"] and more["rows"][:len(first["rows"])] == first["rows"]
+    assert sorted({r["step"] for r in more["rows"]}) == [2000, 4000, 6000]
+    with pytest.raises(ValueError, match="measure it anew"):
+        ch12.guides_by_step(tmp_path, every=2000, n=12, seeds=(0,), steps=5, extend=first)
+    with pytest.raises(ValueError, match="unknown metric"):
+        ch12.by_step_table(first, "fid")

@@ -16,7 +16,7 @@ def test_list_names_every_chapter_with_results(capsys) -> None:
 
 @pytest.mark.parametrize("chapter, option", [("ch03", "--run"), ("ch04", "--seeds"), ("ch05", "--scales"),
                                              ("ch06", "--p-unconds"), ("ch07", "--caption-use"),
-                                             ("ch12", "--n-prompts")])
+                                             ("ch12", "--by-step")])
 def test_help_is_the_chapters_own(chapter, option, capsys) -> None:
     with pytest.raises(SystemExit) as err:
         main(["regenerate", chapter, "--help"])

@@ -1,6 +1,7 @@
 """Chapter 12 only: measuring the miniature — guidance sweeps for CFG and CLIP guidance, their fronts, GLIDE's claims.
 
     python -m glide_edu.book regenerate ch12 --sweep      # → data/results/glide_mini_fronts.json
+    python -m glide_edu.book regenerate ch12 --by-step RUN_DIR   # → data/results/glide_mini_guides_by_step.json
 
 :func:`method_sweep` draws one picture per shapes caption of new scenes (a seed the models never trained on) for
 every (method, scale, seed): classifier-
@@ -12,6 +13,10 @@ accuracy, and diversity (mean pairwise feature distance). The same scores of a s
 (other scenes, their own captions) are the floor: with a hundred pictures in 128 feature dimensions the FID-proxy
 of two real sets is far from 0, so only differences above it mean anything, and only between sweeps of the same
 size. :func:`claims` turns the rows into GLIDE's three claims, each a measured yes/no with the numbers behind it.
+
+:func:`guides_by_step` asks why the miniature reverses claim (i): it measures the unguided model, CFG and
+noised-CLIP guidance at a few scales on the EMA snapshots of the miniature's training run, so the gap between the
+two guides can be followed as the conditional model they both start from gets stronger.
 """
 
 from __future__ import annotations
@@ -27,11 +32,16 @@ from glide_edu.book import chapter_parser
 from glide_edu.metrics import diversity, fid_proxies, precision_recall
 from glide_edu.oracle import caption_accuracy
 from glide_edu.pipelines.mini import MINI_CHECKPOINT, mini_text2im, sample_prompts
+from glide_edu.pretrained import snapshots
 from glide_edu.results import RESULTS_DIR, load_results, run_provenance, write_results
 from glide_edu.text_metrics import clip_score, dominated_fraction
 
 SWEEP_PATH = RESULTS_DIR / "glide_mini_fronts.json"
 SWEEP_SCHEMA = "glide_edu.glide_mini_fronts/1"
+BY_STEP_PATH = RESULTS_DIR / "glide_mini_guides_by_step.json"
+BY_STEP_SCHEMA = "glide_edu.glide_mini_guides_by_step/1"
+# unguided (CFG s = 1), GLIDE's default CFG scale, and the noised CLIP's scale at the knee of its front
+BY_STEP_SCALES: dict[str, tuple[float, ...]] = {"cfg": (1.0, 3.0), "clip-noised": (4.0,)}
 REGENERATE = "python -m glide_edu.book regenerate ch12"
 METHOD_SCALES: dict[str, tuple[float, ...]] = {
     "cfg": (1.0, 1.5, 2.0, 3.0, 4.0, 6.0),
@@ -164,33 +174,99 @@ def load_sweep(path: str | Path = SWEEP_PATH, check_checkpoints: bool = True) ->
     return load_results(path, SWEEP_SCHEMA, REGENERATE + " --sweep", check_checkpoints)
 
 
-def book_sweep(n: int = 100, seeds: Sequence[int] = (0, 1), steps: int = 25) -> dict[str, Any]:
-    """:func:`method_sweep` with the shipped miniature, the book's three CLIPs and picture feature net."""
-    from glide_edu.pipelines.clip_guided import ClipGuidedPipeline
+def _eval_kit(n: int) -> tuple[dict[str, Any], Any, Any, Any, dict[str, Any]]:
+    """The shipped CLIPs, the picture feature net, the ``n`` evaluation scenes and the files' provenance."""
     from glide_edu.pretrained import shipped_checkpoint
     from glide_edu.results import checkpoint_provenance
     from glide_edu.shapes import load_shapes
     from glide_edu.text_metrics import PICTURE_NET_PATH, load_picture_net
     from glide_edu.train_clip import shipped_clip
 
-    clip_files = [shipped_checkpoint(f"clip_{name}") for name in ("noised", "clean", "eval")]
-    files = [shipped_checkpoint(MINI_CHECKPOINT), *clip_files, PICTURE_NET_PATH]
-    cfg = mini_text2im()
+    files = [shipped_checkpoint(f"clip_{name}") for name in ("noised", "clean", "eval")] + [PICTURE_NET_PATH]
     clips = {kind: shipped_clip(kind) for kind in ("noised", "clean", "eval")}
-    pipes = {"cfg": cfg, **{f"clip-{name}": ClipGuidedPipeline(cfg.base, clips[name], None, cfg.tokenizer)
-                            for name in ("noised", "clean")}}
-    data, other = load_shapes(n, EVAL_SEED, "train"), load_shapes(n, EVAL_SEED + 1, "train")
-    return method_sweep(pipes, clips["eval"], load_picture_net(), data.captions, data.images, seeds=seeds,
-                        steps=steps, checkpoints={Path(f).stem: checkpoint_provenance(f) for f in files},
-                        floor=(other.images, other.captions))
+    provenance = {Path(f).stem: checkpoint_provenance(f) for f in files}
+    return clips, load_picture_net(), load_shapes(n, EVAL_SEED, "train"), load_shapes(n, EVAL_SEED + 1, "train"), \
+        provenance
+
+
+def guided_pipes(cfg: Any, clips: Mapping[str, Any], names: Sequence[str] = ("noised", "clean")) -> dict[str, Any]:
+    """``{"cfg": cfg, "clip-<name>": CLIP guidance with clips[name]}`` on the text-to-image pipeline ``cfg``."""
+    from glide_edu.pipelines.clip_guided import ClipGuidedPipeline
+
+    return {"cfg": cfg, **{f"clip-{name}": ClipGuidedPipeline(cfg.base, clips[name], None, cfg.tokenizer)
+                           for name in names}}
+
+
+def book_sweep(n: int = 100, seeds: Sequence[int] = (0, 1), steps: int = 25) -> dict[str, Any]:
+    """:func:`method_sweep` with the shipped miniature, the book's three CLIPs and picture feature net."""
+    from glide_edu.pretrained import shipped_checkpoint
+    from glide_edu.results import checkpoint_provenance
+
+    clips, net, data, other, provenance = _eval_kit(n)
+    provenance[MINI_CHECKPOINT] = checkpoint_provenance(shipped_checkpoint(MINI_CHECKPOINT))
+    return method_sweep(guided_pipes(mini_text2im(), clips), clips["eval"], net, data.captions, data.images,
+                        seeds=seeds, steps=steps, checkpoints=provenance, floor=(other.images, other.captions))
+
+
+def guides_by_step(run_dir: str | Path, every: int = 2000, n: int = 100, seeds: Sequence[int] = (0, 1),
+                   steps: int = 25, extend: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """:func:`method_sweep` at :data:`BY_STEP_SCALES` on every ``every``-th EMA snapshot of a glide-mini run:
+    rows ``{step, method, scale, seed, <metrics>}``. ``extend``: an earlier result with the same settings whose
+    rows are kept, so only the snapshots it lacks are measured (a run that went on)."""
+    start = time.perf_counter()
+    config = {"n_prompts": n, "steps": steps, "seeds": list(seeds),
+              "scales": {m: list(v) for m, v in BY_STEP_SCALES.items()}, "eval_seed": EVAL_SEED}
+    rows: list[dict[str, Any]] = []
+    if extend is not None:
+        if extend["config"] != config:
+            raise ValueError(f"the result to extend was measured with {extend['config']}, not {config}; "
+                             "measure it anew")
+        rows = list(extend["rows"])
+    done = {r["step"] for r in rows}
+    clips, net, data, _, provenance = _eval_kit(n)
+    for step, path in snapshots(run_dir).items():
+        if step % every or step in done:
+            continue
+        sweep = method_sweep(guided_pipes(mini_text2im(path), clips, ("noised",)), clips["eval"], net,
+                             data.captions, data.images, BY_STEP_SCALES, seeds, steps)
+        rows += [{"step": step, **row} for row in sweep["rows"]]
+    rows.sort(key=lambda r: r["step"])
+    return {"schema": BY_STEP_SCHEMA, "config": config, "rows": rows,
+            "provenance": run_provenance(REGENERATE + " --by-step …", start, checkpoints=provenance)}
+
+
+def by_step_table(results: Mapping[str, Any], metric: str) -> dict[tuple[str, float], dict[int, float]]:
+    """(method, scale) → {step: ``metric`` averaged over the seeds} of a :func:`guides_by_step` result."""
+    better(metric)  # refuses an unknown metric
+    out: dict[tuple[str, float], dict[int, list[float]]] = {}
+    for r in results["rows"]:
+        out.setdefault((r["method"], r["scale"]), {}).setdefault(r["step"], []).append(r[metric])
+    return {key: {st: sum(v) / len(v) for st, v in sorted(by.items())} for key, by in out.items()}
+
+
+def load_by_step(path: str | Path = BY_STEP_PATH, check_checkpoints: bool = True) -> dict[str, Any]:
+    """Read ``glide_mini_guides_by_step.json``."""
+    return load_results(path, BY_STEP_SCHEMA, REGENERATE + " --by-step …", check_checkpoints)
 
 
 def regenerate(argv: list[str] | None = None) -> None:
-    """``python -m glide_edu.book regenerate ch12 --sweep``: the guidance sweeps behind the fronts."""
+    """``python -m glide_edu.book regenerate ch12 --sweep``: the guidance sweeps behind the fronts;
+    ``--by-step RUN_DIR``: the two guides along the miniature's training run."""
     parser = chapter_parser("ch12", __doc__)
-    parser.add_argument("--sweep", action="store_true", required=True, help="CFG and CLIP guidance vs scale")
+    what = parser.add_mutually_exclusive_group(required=True)
+    what.add_argument("--sweep", action="store_true", help="CFG and CLIP guidance vs scale")
+    what.add_argument("--by-step", type=Path, metavar="RUN_DIR", help="a glide-mini run with snapshots")
+    parser.add_argument("--every", type=int, default=2000, help="snapshot spacing for --by-step")
+    parser.add_argument("--extend", type=Path, default=None, metavar="JSON",
+                        help="--by-step: keep this earlier result's rows, measure only the snapshots it lacks")
     parser.add_argument("--n-prompts", type=int, default=100)
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
-    results = book_sweep(n=args.n_prompts)
-    print(f"wrote {write_results(results, args.out or SWEEP_PATH)} in {results['provenance']['seconds']} s")
+    if args.by_step:
+        extend = load_by_step(args.extend, check_checkpoints=False) if args.extend else None
+        results = guides_by_step(args.by_step, args.every, args.n_prompts, extend=extend)
+        out = args.out or BY_STEP_PATH
+    else:
+        results = book_sweep(n=args.n_prompts)
+        out = args.out or SWEEP_PATH
+    print(f"wrote {write_results(results, out)} in {results['provenance']['seconds']} s")
