@@ -167,3 +167,34 @@ def test_guides_by_step_measures_every_chosen_snapshot_once_and_extends(tmp_path
         ch12.guides_by_step(tmp_path, every=2000, n=12, seeds=(0,), steps=5, extend=first)
     with pytest.raises(ValueError, match="unknown metric"):
         ch12.by_step_table(first, "fid")
+
+
+def test_whiten_background_turns_a_tinted_background_white_and_leaves_white_alone() -> None:
+    real = load_shapes(6, seed=5, split="train").images  # pictures on white
+    assert torch.equal(ch12.whiten_background(real), real.clamp(-1, 1))
+    assert torch.all(ch12.background_rgb(real) == 255)
+    tint = torch.tensor([0.9, 0.8, 0.85])[None, :, None, None]  # a grey-blue-ish cast in 0–1 intensity
+    tinted = ((real + 1) / 2 * tint) * 2 - 1
+    assert torch.allclose(ch12.background_rgb(tinted), (255 * tint.flatten()).expand(6, 3), atol=1e-3)
+    assert torch.allclose(ch12.whiten_background(tinted), real, atol=1e-5)  # the same factor brightens the shapes
+    dark = torch.full((1, 3, 4, 4), -0.9)  # median 0.05: the gain stops at max_gain
+    assert torch.allclose((ch12.whiten_background(dark, max_gain=2.0) + 1) / 2, torch.full_like(dark, 0.1))
+
+
+def test_background_experiment_scores_each_set_as_drawn_and_whitened() -> None:
+    data = load_shapes(12, seed=5, split="train")
+    tint = torch.tensor([0.9, 0.9, 0.8])[None, :, None, None]
+    lookup = {c: ((x + 1) / 2 * tint[0]) * 2 - 1 for c, x in zip(data.captions, data.images, strict=True)}
+    pipes = {"cfg": BlurPipe(lookup), "clip-noised": BlurPipe(lookup)}  # tinted, less noisy as s grows
+    torch.manual_seed(0)
+    clip = NoisedClip(replace(MINI_CLIP, n_embd=32, n_head_state_text=16, n_head_text=2, n_xf_blocks_text=1,
+                              n_head_state_image=16, n_head_image=2, n_xf_blocks_image=1, patch_size=8)).eval()
+    clip.tokenizer = ByteClipTokenizer()
+    rows = ch12.background_experiment(pipes, clip, PictureFeatureNet(5).eval(), data.captions, data.images,
+                                      {"cfg": (40.0,), "clip-noised": (40.0,)}, seeds=(0,), steps=5)
+    assert [(r["method"], r["seed"]) for r in rows] == [("real", 0), ("cfg", 0), ("clip-noised", 0)]
+    assert rows[0]["white_share"] == 1.0 and rows[0]["sampled"] == rows[0]["whitened"]  # real: on white already
+    fake = rows[1]
+    assert set(fake["sampled"]) == set(fake["whitened"]) == set(ch12.METRICS)
+    assert fake["white_share"] == 0.0 and fake["background"][2] < 215  # the blue channel's tint: 0.8 × 255
+    assert fake["whitened"]["fid_proxy"] < fake["sampled"]["fid_proxy"]  # whitening removes the tint's distance

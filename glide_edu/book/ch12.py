@@ -2,6 +2,7 @@
 
     python -m glide_edu.book regenerate ch12 --sweep      # → data/results/glide_mini_fronts.json
     python -m glide_edu.book regenerate ch12 --by-step RUN_DIR   # → data/results/glide_mini_guides_by_step.json
+    python -m glide_edu.book regenerate ch12 --background         # → data/results/glide_mini_background.json
 
 :func:`method_sweep` draws one picture per shapes caption of new scenes (a seed the models never trained on) for
 every (method, scale, seed): classifier-
@@ -16,7 +17,9 @@ size. :func:`claims` turns the rows into GLIDE's three claims, each a measured y
 
 :func:`guides_by_step` asks why the miniature reverses claim (i): it measures the unguided model, CFG and
 noised-CLIP guidance at a few scales on the EMA snapshots of the miniature's training run, so the gap between the
-two guides can be followed as the conditional model they both start from gets stronger.
+two guides can be followed as the conditional model they both start from gets stronger. :func:`background_experiment`
+asks what the fronts see: it scores the same pictures as sampled and with their backgrounds set to white
+(:func:`whiten_background`), since the book's pictures all lie on white and the miniature's do not quite.
 """
 
 from __future__ import annotations
@@ -42,6 +45,8 @@ BY_STEP_PATH = RESULTS_DIR / "glide_mini_guides_by_step.json"
 BY_STEP_SCHEMA = "glide_edu.glide_mini_guides_by_step/1"
 # unguided (CFG s = 1), GLIDE's default CFG scale, and the noised CLIP's scale at the knee of its front
 BY_STEP_SCALES: dict[str, tuple[float, ...]] = {"cfg": (1.0, 3.0), "clip-noised": (4.0,)}
+BACKGROUND_PATH = RESULTS_DIR / "glide_mini_background.json"
+BACKGROUND_SCHEMA = "glide_edu.glide_mini_background/1"
 REGENERATE = "python -m glide_edu.book regenerate ch12"
 METHOD_SCALES: dict[str, tuple[float, ...]] = {
     "cfg": (1.0, 1.5, 2.0, 3.0, 4.0, 6.0),
@@ -244,6 +249,67 @@ def by_step_table(results: Mapping[str, Any], metric: str) -> dict[tuple[str, fl
     return {key: {st: sum(v) / len(v) for st, v in sorted(by.items())} for key, by in out.items()}
 
 
+def background_rgb(x: torch.Tensor) -> torch.Tensor:
+    """Each picture's median pixel per channel in 0–255 — its background, for a picture on white: (N, 3)."""
+    return (x.clamp(-1, 1).flatten(2).median(2).values + 1) * 127.5  # x: (N, 3, H, W) in [−1, 1]
+
+
+def whiten_background(x: torch.Tensor, max_gain: float = 2.0) -> torch.Tensor:
+    """``x`` (N, 3, H, W) in [−1, 1] with each picture's channels scaled (in 0–1 intensity) so that its median pixel
+    becomes white: a tinted background turns white and the shapes on it brighten by the same factor, at most
+    ``max_gain``; a picture already on white is unchanged."""
+    u = (x.clamp(-1, 1) + 1) / 2  # (N, 3, H, W) in [0, 1]
+    median = u.flatten(2).median(2).values[..., None, None].clamp(min=1 / max_gain)  # (N, 3, 1, 1)
+    return (u / median).clamp(0, 1) * 2 - 1
+
+
+@torch.no_grad()
+def background_experiment(pipes: Mapping[str, Any], eval_clip: Any, net: Any, prompts: Sequence[str],
+                          real: torch.Tensor, scales: Mapping[str, Sequence[float]] = BY_STEP_SCALES,
+                          seeds: Sequence[int] = (0, 1), steps: int = 25) -> list[dict[str, Any]]:
+    """Rows ``{method, scale, seed, background, white_share, sampled: <metrics>, whitened: <metrics>}``: the
+    metrics of :func:`measure` for each picture set as drawn and after :func:`whiten_background`; ``background``
+    the mean median pixel (RGB, 0–255), ``white_share`` the share of pictures whose median is ≥ 250 in every
+    channel. The real pictures come first, as method ``"real"``."""
+    sets = [("real", 0.0, 0, real)]
+    for method, method_scales in scales.items():
+        sets += [(method, s, seed, draw(pipes, method, prompts, s, seed, steps))
+                 for seed in seeds for s in method_scales]
+    fakes = [x for *_, x in sets]
+    sampled = measure(fakes, prompts, real, net, eval_clip)
+    whitened = measure([whiten_background(x) for x in fakes], prompts, real, net, eval_clip)
+    rows = []
+    for (method, s, seed, x), before, after in zip(sets, sampled, whitened, strict=True):
+        bg = background_rgb(x)
+        rows.append({"method": method, "scale": s, "seed": seed,
+                     "background": [round(v, 2) for v in bg.mean(0).tolist()],
+                     "white_share": round(float((bg >= 250).all(1).float().mean()), 4),
+                     "sampled": {m: round(v, 5) for m, v in before.items()},
+                     "whitened": {m: round(v, 5) for m, v in after.items()}})
+    return rows
+
+
+def book_background(n: int = 100, seeds: Sequence[int] = (0, 1), steps: int = 25) -> dict[str, Any]:
+    """:func:`background_experiment` with the shipped miniature at :data:`BY_STEP_SCALES`."""
+    from glide_edu.pretrained import shipped_checkpoint
+    from glide_edu.results import checkpoint_provenance
+
+    start = time.perf_counter()
+    clips, net, data, _, provenance = _eval_kit(n)
+    provenance[MINI_CHECKPOINT] = checkpoint_provenance(shipped_checkpoint(MINI_CHECKPOINT))
+    rows = background_experiment(guided_pipes(mini_text2im(), clips, ("noised",)), clips["eval"], net,
+                                 data.captions, data.images, seeds=seeds, steps=steps)
+    config = {"n_prompts": n, "steps": steps, "seeds": list(seeds),
+              "scales": {m: list(v) for m, v in BY_STEP_SCALES.items()}, "eval_seed": EVAL_SEED}
+    return {"schema": BACKGROUND_SCHEMA, "config": config, "rows": rows,
+            "provenance": run_provenance(REGENERATE + " --background", start, checkpoints=provenance)}
+
+
+def load_background(path: str | Path = BACKGROUND_PATH, check_checkpoints: bool = True) -> dict[str, Any]:
+    """Read ``glide_mini_background.json``."""
+    return load_results(path, BACKGROUND_SCHEMA, REGENERATE + " --background", check_checkpoints)
+
+
 def load_by_step(path: str | Path = BY_STEP_PATH, check_checkpoints: bool = True) -> dict[str, Any]:
     """Read ``glide_mini_guides_by_step.json``."""
     return load_results(path, BY_STEP_SCHEMA, REGENERATE + " --by-step …", check_checkpoints)
@@ -256,6 +322,7 @@ def regenerate(argv: list[str] | None = None) -> None:
     what = parser.add_mutually_exclusive_group(required=True)
     what.add_argument("--sweep", action="store_true", help="CFG and CLIP guidance vs scale")
     what.add_argument("--by-step", type=Path, metavar="RUN_DIR", help="a glide-mini run with snapshots")
+    what.add_argument("--background", action="store_true", help="the metrics with backgrounds set to white")
     parser.add_argument("--every", type=int, default=2000, help="snapshot spacing for --by-step")
     parser.add_argument("--extend", type=Path, default=None, metavar="JSON",
                         help="--by-step: keep this earlier result's rows, measure only the snapshots it lacks")
@@ -266,6 +333,9 @@ def regenerate(argv: list[str] | None = None) -> None:
         extend = load_by_step(args.extend, check_checkpoints=False) if args.extend else None
         results = guides_by_step(args.by_step, args.every, args.n_prompts, extend=extend)
         out = args.out or BY_STEP_PATH
+    elif args.background:
+        results = book_background(n=args.n_prompts)
+        out = args.out or BACKGROUND_PATH
     else:
         results = book_sweep(n=args.n_prompts)
         out = args.out or SWEEP_PATH
