@@ -31,14 +31,20 @@ class BlurPipe:
         return SimpleNamespace(samples=((1 - weight) * clean + weight * noise).clamp(-1, 1))
 
 
+def tiny_clip() -> NoisedClip:
+    """A small untrained CLIP with a byte tokenizer: enough to compute a CLIP score."""
+    clip = NoisedClip(replace(MINI_CLIP, n_embd=32, n_head_state_text=16, n_head_text=2, n_xf_blocks_text=1,
+                              n_head_state_image=16, n_head_image=2, n_xf_blocks_image=1, patch_size=8)).eval()
+    clip.tokenizer = ByteClipTokenizer()
+    return clip
+
+
 @pytest.fixture(scope="module")
 def sweep() -> dict:
     data = load_shapes(12, seed=5, split="train")
     lookup = dict(zip(data.captions, data.images, strict=True))
     torch.manual_seed(0)
-    clip = NoisedClip(replace(MINI_CLIP, n_embd=32, n_head_state_text=16, n_head_text=2, n_xf_blocks_text=1,
-                              n_head_state_image=16, n_head_image=2, n_xf_blocks_image=1, patch_size=8)).eval()
-    clip.tokenizer = ByteClipTokenizer()
+    clip = tiny_clip()
     pipes = {"cfg": BlurPipe(lookup), "clip-noised": BlurPipe(lookup)}
     scales = {"cfg": (1.0, 9.0), "clip-noised": (0.0, 3.0)}
     other = load_shapes(12, seed=6, split="train")
@@ -139,11 +145,9 @@ def test_guides_by_step_measures_every_chosen_snapshot_once_and_extends(tmp_path
     data, other = load_shapes(12, seed=5, split="train"), load_shapes(12, seed=6, split="train")
     lookup = dict(zip(data.captions, data.images, strict=True))
     clip = object()  # the stand-in pipes never call the guiding CLIP
-    eval_clip = NoisedClip(replace(MINI_CLIP, n_embd=32, n_head_state_text=16, n_head_text=2, n_xf_blocks_text=1,
-                                   n_head_state_image=16, n_head_image=2, n_xf_blocks_image=1, patch_size=8)).eval()
-    eval_clip.tokenizer = ByteClipTokenizer()
-    monkeypatch.setattr(ch12, "_eval_kit", lambda n: ({"noised": clip, "eval": eval_clip}, PictureFeatureNet(5).eval(),
-                                                      data, other, {}))
+    eval_clip = tiny_clip()
+    kit = ({"noised": clip, "eval": eval_clip}, PictureFeatureNet(5).eval(), data, other, {})
+    monkeypatch.setattr(ch12, "_eval_kit", lambda n, with_mini=False: kit)
     monkeypatch.setattr(ch12, "mini_text2im", lambda path: int(path.name[len("ema-step-"):-len(".safetensors")]))
     monkeypatch.setattr(ch12, "guided_pipes", lambda step, clips, names: {
         "cfg": TrainedPipe(lookup, step), "clip-noised": TrainedPipe(lookup, step)})
@@ -187,9 +191,7 @@ def test_background_experiment_scores_each_set_as_drawn_and_whitened() -> None:
     lookup = {c: ((x + 1) / 2 * tint[0]) * 2 - 1 for c, x in zip(data.captions, data.images, strict=True)}
     pipes = {"cfg": BlurPipe(lookup), "clip-noised": BlurPipe(lookup)}  # tinted, less noisy as s grows
     torch.manual_seed(0)
-    clip = NoisedClip(replace(MINI_CLIP, n_embd=32, n_head_state_text=16, n_head_text=2, n_xf_blocks_text=1,
-                              n_head_state_image=16, n_head_image=2, n_xf_blocks_image=1, patch_size=8)).eval()
-    clip.tokenizer = ByteClipTokenizer()
+    clip = tiny_clip()
     rows = ch12.background_experiment(pipes, clip, PictureFeatureNet(5).eval(), data.captions, data.images,
                                       {"cfg": (40.0,), "clip-noised": (40.0,)}, seeds=(0,), steps=5)
     assert [(r["method"], r["seed"]) for r in rows] == [("real", 0), ("cfg", 0), ("clip-noised", 0)]

@@ -28,7 +28,8 @@ REGENERABLE = {
     "ch08": "data/results/clip_retrieval_by_noise.json (--retrieval: both CLIPs' caption retrieval vs t), "
             "glide_mini_explorer_clip.safetensors (--explorer: the CLIP-guided views of the widgets)",
     "ch12": "data/results/glide_mini_fronts.json (--sweep: CFG and CLIP guidance vs scale, six metrics), "
-            "glide_mini_guides_by_step.json (--by-step RUN: both guides along the training run)",
+            "glide_mini_guides_by_step.json (--by-step RUN: both guides along the training run), "
+            "glide_mini_background.json (--background: the metrics with backgrounds set to white)",
 }
 
 

@@ -179,8 +179,9 @@ def load_sweep(path: str | Path = SWEEP_PATH, check_checkpoints: bool = True) ->
     return load_results(path, SWEEP_SCHEMA, REGENERATE + " --sweep", check_checkpoints)
 
 
-def _eval_kit(n: int) -> tuple[dict[str, Any], Any, Any, Any, dict[str, Any]]:
-    """The shipped CLIPs, the picture feature net, the ``n`` evaluation scenes and the files' provenance."""
+def _eval_kit(n: int, with_mini: bool = False) -> tuple[dict[str, Any], Any, Any, Any, dict[str, Any]]:
+    """The shipped CLIPs, the picture feature net, the ``n`` evaluation scenes, ``n`` other real scenes and the
+    files' provenance (the shipped miniature's too when ``with_mini``: results drawn with it)."""
     from glide_edu.pretrained import shipped_checkpoint
     from glide_edu.results import checkpoint_provenance
     from glide_edu.shapes import load_shapes
@@ -188,10 +189,18 @@ def _eval_kit(n: int) -> tuple[dict[str, Any], Any, Any, Any, dict[str, Any]]:
     from glide_edu.train_clip import shipped_clip
 
     files = [shipped_checkpoint(f"clip_{name}") for name in ("noised", "clean", "eval")] + [PICTURE_NET_PATH]
+    if with_mini:
+        files.insert(0, shipped_checkpoint(MINI_CHECKPOINT))
     clips = {kind: shipped_clip(kind) for kind in ("noised", "clean", "eval")}
     provenance = {Path(f).stem: checkpoint_provenance(f) for f in files}
     return clips, load_picture_net(), load_shapes(n, EVAL_SEED, "train"), load_shapes(n, EVAL_SEED + 1, "train"), \
         provenance
+
+
+def _three_settings_config(n: int, seeds: Sequence[int], steps: int) -> dict[str, Any]:
+    """The config of a result measured at :data:`BY_STEP_SCALES` (by step, and the background experiment)."""
+    return {"n_prompts": n, "steps": steps, "seeds": list(seeds),
+            "scales": {m: list(v) for m, v in BY_STEP_SCALES.items()}, "eval_seed": EVAL_SEED}
 
 
 def guided_pipes(cfg: Any, clips: Mapping[str, Any], names: Sequence[str] = ("noised", "clean")) -> dict[str, Any]:
@@ -204,11 +213,7 @@ def guided_pipes(cfg: Any, clips: Mapping[str, Any], names: Sequence[str] = ("no
 
 def book_sweep(n: int = 100, seeds: Sequence[int] = (0, 1), steps: int = 25) -> dict[str, Any]:
     """:func:`method_sweep` with the shipped miniature, the book's three CLIPs and picture feature net."""
-    from glide_edu.pretrained import shipped_checkpoint
-    from glide_edu.results import checkpoint_provenance
-
-    clips, net, data, other, provenance = _eval_kit(n)
-    provenance[MINI_CHECKPOINT] = checkpoint_provenance(shipped_checkpoint(MINI_CHECKPOINT))
+    clips, net, data, other, provenance = _eval_kit(n, with_mini=True)
     return method_sweep(guided_pipes(mini_text2im(), clips), clips["eval"], net, data.captions, data.images,
                         seeds=seeds, steps=steps, checkpoints=provenance, floor=(other.images, other.captions))
 
@@ -219,8 +224,7 @@ def guides_by_step(run_dir: str | Path, every: int = 2000, n: int = 100, seeds: 
     rows ``{step, method, scale, seed, <metrics>}``. ``extend``: an earlier result with the same settings whose
     rows are kept, so only the snapshots it lacks are measured (a run that went on)."""
     start = time.perf_counter()
-    config = {"n_prompts": n, "steps": steps, "seeds": list(seeds),
-              "scales": {m: list(v) for m, v in BY_STEP_SCALES.items()}, "eval_seed": EVAL_SEED}
+    config = _three_settings_config(n, seeds, steps)
     rows: list[dict[str, Any]] = []
     if extend is not None:
         if extend["config"] != config:
@@ -291,17 +295,11 @@ def background_experiment(pipes: Mapping[str, Any], eval_clip: Any, net: Any, pr
 
 def book_background(n: int = 100, seeds: Sequence[int] = (0, 1), steps: int = 25) -> dict[str, Any]:
     """:func:`background_experiment` with the shipped miniature at :data:`BY_STEP_SCALES`."""
-    from glide_edu.pretrained import shipped_checkpoint
-    from glide_edu.results import checkpoint_provenance
-
     start = time.perf_counter()
-    clips, net, data, _, provenance = _eval_kit(n)
-    provenance[MINI_CHECKPOINT] = checkpoint_provenance(shipped_checkpoint(MINI_CHECKPOINT))
+    clips, net, data, _, provenance = _eval_kit(n, with_mini=True)
     rows = background_experiment(guided_pipes(mini_text2im(), clips, ("noised",)), clips["eval"], net,
                                  data.captions, data.images, seeds=seeds, steps=steps)
-    config = {"n_prompts": n, "steps": steps, "seeds": list(seeds),
-              "scales": {m: list(v) for m, v in BY_STEP_SCALES.items()}, "eval_seed": EVAL_SEED}
-    return {"schema": BACKGROUND_SCHEMA, "config": config, "rows": rows,
+    return {"schema": BACKGROUND_SCHEMA, "config": _three_settings_config(n, seeds, steps), "rows": rows,
             "provenance": run_provenance(REGENERATE + " --background", start, checkpoints=provenance)}
 
 
@@ -317,7 +315,8 @@ def load_by_step(path: str | Path = BY_STEP_PATH, check_checkpoints: bool = True
 
 def regenerate(argv: list[str] | None = None) -> None:
     """``python -m glide_edu.book regenerate ch12 --sweep``: the guidance sweeps behind the fronts;
-    ``--by-step RUN_DIR``: the two guides along the miniature's training run."""
+    ``--by-step RUN_DIR``: the two guides along the miniature's training run; ``--background``: the metrics of
+    the same pictures with their backgrounds set to white."""
     parser = chapter_parser("ch12", __doc__)
     what = parser.add_mutually_exclusive_group(required=True)
     what.add_argument("--sweep", action="store_true", help="CFG and CLIP guidance vs scale")

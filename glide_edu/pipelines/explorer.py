@@ -186,11 +186,9 @@ def explorer_controls(prompts: Sequence[str], grids: Mapping[str, Sequence[float
 
     if method not in methods:
         raise ValueError(f"method {method!r} is not among the buttons {list(methods)}: pick one of them")
-    options = tuple(grids.get(method) or (1.0,))
     method_control = widgets.ToggleButtons(options=list(methods), value=method)
-    scale_control = widgets.SelectionSlider(options=options, value=min(options, key=lambda v: abs(v - scale)),
-                                            description="s")
-    scales_follow_method(method_control, scale_control, grids)
+    scale_control = widgets.SelectionSlider(options=(scale,), value=scale, description="s")
+    scales_follow_method(method_control, scale_control, grids)  # the method's scales, the nearest one selected
     prompt_control = widgets.Combobox(value=prompt, options=list(prompts), description="prompt",
                                       continuous_update=False)
     return {"prompt": prompt_control, "method": method_control, "s": scale_control}
