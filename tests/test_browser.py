@@ -125,6 +125,20 @@ def _image(box) -> str:
     return imgs.first.get_attribute("src") or "" if imgs.count() else ""
 
 
+def _settled_image(box, timeout: float = 30.0) -> str:
+    """The widget's picture once it shows one: a windowed notebook renders a scrolled-to output a moment later, and
+    a control that re-runs the function twice (a method switch also moves the scale slider) redraws in between."""
+    start = time.perf_counter()
+    while time.perf_counter() - start < timeout:
+        now = _image(box)
+        if now:
+            time.sleep(0.3)
+            if _image(box) == now:
+                return now
+        time.sleep(0.05)
+    return _image(box)
+
+
 def _wait_changed(box, before: str, start: float, timeout: float = 30.0) -> float:
     """Seconds from ``start`` (just before the control moved) until the picture differs from ``before``."""
     while time.perf_counter() - start < timeout:
@@ -195,8 +209,8 @@ def test_chapter_runs_in_jupyterlab_and_its_widgets_answer(chapter: str, lab, br
             controls = _controls(box)
             assert controls, f"{chapter}: widget {b} has no control the test knows how to move"
             for kind, control in controls:
-                before = _image(box)
-                assert before, f"{chapter}: widget {b} shows no picture"
+                before = _settled_image(box)
+                assert before, f"{chapter}: widget {b} shows no picture within 30 s"
                 start = time.perf_counter()
                 _move(kind, control, page)
                 seconds = _wait_changed(box, before, start)
