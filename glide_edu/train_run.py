@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import time
 from importlib import resources
 from pathlib import Path
@@ -165,8 +166,8 @@ class RunLog:
 
     FIELDS = ("step", "loss", "mse", "vb", "grad_norm", "skipped", "loss_scale")
 
-    def __init__(self, run_dir: Path | None, every: int, tensorboard: bool = False, extra: tuple[str, ...] = ()
-                 ) -> None:
+    def __init__(self, run_dir: Path | None, every: int, tensorboard: bool = False, extra: tuple[str, ...] = (),
+                 start_step: int = 0) -> None:
         self.path = run_dir / "metrics.csv" if run_dir is not None else None
         self.every, self.writer = max(1, every), None
         self.fields = (*self.FIELDS, *extra)  # extra: a trainer's own columns (streamed data: data_seen, …)
@@ -179,8 +180,31 @@ class RunLog:
                 raise ConfigError("tensorboard = true needs the tensorboard package: pip install tensorboard") from None
             from glide_edu import distributed as ddp
 
-            if ddp.is_main_process():
-                self.writer = SummaryWriter(str(run_dir / "tensorboard"))
+            if ddp.is_main_process():  # a resumed run replaces the events logged after its checkpoint
+                purge = start_step + 1 if start_step else None
+                self.writer = SummaryWriter(str(run_dir / "tensorboard"), purge_step=purge)
+        if start_step:
+            self.drop_after(start_step)
+
+    def drop_after(self, step: int) -> int:
+        """Remove the rows a stopped run logged after its last checkpoint (``step``), which the resumed run logs
+        again, so that ``metrics.csv`` holds each step once; rewritten atomically. Returns how many went."""
+        from glide_edu import distributed as ddp
+
+        if self.path is None or not self.path.exists() or not ddp.is_main_process():
+            return 0
+        with self.path.open(newline="") as f:
+            reader = csv.DictReader(f)
+            fields, rows = reader.fieldnames or list(self.fields), list(reader)
+        keep = [r for r in rows if not r.get("step") or float(r["step"]) <= step]
+        if len(keep) < len(rows):
+            tmp = self.path.with_name(self.path.name + ".tmp")
+            with tmp.open("w", newline="") as f:
+                writer = csv.DictWriter(f, fieldnames=fields)
+                writer.writeheader()
+                writer.writerows(keep)
+            os.replace(tmp, self.path)
+        return len(rows) - len(keep)
 
     def __call__(self, trainer: Any, logs: dict[str, float]) -> None:
         if self.path is None or trainer.rank != 0 or trainer.step % self.every:
@@ -216,7 +240,7 @@ def train_from_config(config: dict[str, Any], out: Path, run_dir: Path | None, r
     trainer, spec = build(config, run_dir)
     start = time.perf_counter()
     log = RunLog(run_dir, trainer.config.log_every, bool(config.get("log", {}).get("tensorboard", False)),
-                 getattr(trainer, "LOG_FIELDS", ()))
+                 getattr(trainer, "LOG_FIELDS", ()), start_step=trainer.step)
     history = trainer.train(callback=log)
     info = {"command": "glide-edu train", "config": config, "steps": trainer.step,
             "train_seconds_this_run": round(time.perf_counter() - start, 1), "world_size": trainer.world_size,

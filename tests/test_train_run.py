@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from dataclasses import asdict, replace
@@ -72,11 +73,14 @@ def test_resume_is_explicit_and_metrics_go_to_csv(tmp_path, capsys) -> None:
     assert main(["train", str(config), "--run-dir", str(run), "--out", str(tmp_path / "a.safetensors")]) == 0
     assert main(["train", str(config), "--run-dir", str(run), "--out", str(tmp_path / "b.safetensors")]) == 1
     assert "already holds a run; add --resume" in capsys.readouterr().err
+    with (run / "metrics.csv").open("a") as f:  # a run stopped after logging steps its checkpoint does not hold
+        f.write("3,9.0,9.0,0.0,1.0,0,\n4,9.0,9.0,0.0,1.0,0,\n")
     assert main(["train", str(config), "--run-dir", str(run), "--resume", "--set", "train.steps=3",
                  "--out", str(tmp_path / "b.safetensors")]) == 0
     assert json.loads((run / "ckpt-0000003" / "trainer.json").read_text())["train_config"]["precision"] == "fp32"
     rows = (run / "metrics.csv").read_text().splitlines()
     assert rows[0].startswith("step,loss") and [r.split(",")[0] for r in rows[1:]] == ["1", "2", "3"]
+    assert "9.0" not in rows[3]  # step 3 is the resumed run's, not the stopped run's
     assert (run / "ckpt-0000003").is_dir()
 
 
@@ -161,7 +165,8 @@ def test_a_glide_model_trains_on_a_captioned_folder(tmp_path) -> None:
 
 def test_tensorboard_event_files(tmp_path) -> None:
     pytest.importorskip("tensorboard")
-    config = json.loads(_tiny(tmp_path).read_text()) | {"log": {"tensorboard": True}}
+    config = json.loads(_tiny(tmp_path, checkpoint_every=1, keep_checkpoints=2).read_text()) | {
+        "log": {"tensorboard": True}}
     path = tmp_path / "tb.json"
     path.write_text(json.dumps(config))
     run = tmp_path / "run"
@@ -171,6 +176,12 @@ def test_tensorboard_event_files(tmp_path) -> None:
     events = EventAccumulator(str(run / "tensorboard"))
     events.Reload()
     assert [e.step for e in events.Scalars("train/loss")] == [1, 2]
+    shutil.rmtree(run / "ckpt-0000002")  # as if the run had stopped after logging step 2, before its checkpoint
+    assert main(["train", str(path), "--run-dir", str(run), "--out", str(tmp_path / "y.safetensors"), "--resume",
+                 "--set", "train.steps=3"]) == 0
+    events = EventAccumulator(str(run / "tensorboard"))
+    events.Reload()
+    assert [e.step for e in events.Scalars("train/loss")] == [1, 2, 3]  # step 2 once: the resumed run's
 
 
 @pytest.mark.parametrize("kind", ["noised", "clean", "eval"])
