@@ -58,6 +58,7 @@ def test_curve_extension_measures_only_new_snapshots(toy_run: Path, monkeypatch)
     again = ch07.mini_training_curve(toy_run, every=1, n=2, seeds=(0,), scales=(3.0,), steps=2, extend=first)
     assert [r["step"] for r in again["rows"]] == [1, 1, 2, 2]  # step 1 measured now, step 2 kept, sorted
     assert len(measured) == 2  # two splits of the one new snapshot
+    assert again["provenance"]["extends"] == first["provenance"] and "extends" not in first["provenance"]
     with pytest.raises(ValueError, match="measure it anew"):
         ch07.mini_training_curve(toy_run, every=1, n=3, seeds=(0,), scales=(3.0,), steps=2, extend=first)
 

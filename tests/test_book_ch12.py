@@ -167,6 +167,7 @@ def test_guides_by_step_measures_every_chosen_snapshot_once_and_extends(tmp_path
     more = ch12.guides_by_step(tmp_path, every=2000, n=12, seeds=(0, 1), steps=5, extend=first)
     assert calls == ["ema-step-0006000.safetensors"] and more["rows"][:len(first["rows"])] == first["rows"]
     assert sorted({r["step"] for r in more["rows"]}) == [2000, 4000, 6000]
+    assert more["provenance"]["extends"] == first["provenance"]  # the earlier run's time and machine stay on record
     with pytest.raises(ValueError, match="measure it anew"):
         ch12.guides_by_step(tmp_path, every=2000, n=12, seeds=(0,), steps=5, extend=first)
     with pytest.raises(ValueError, match="unknown metric"):

@@ -105,7 +105,8 @@ def mini_training_curve(run_dir: str | Path, every: int = 1000, n: int = 100, se
     rows.sort(key=lambda r: r["step"])
     return {"schema": CURVE_SCHEMA, "config": {"n_prompts": n, "steps": steps, "seeds": list(seeds),
                                                "scales": list(scales), "every": every, "eval_seed": EVAL_SEED},
-            "rows": rows, "provenance": run_provenance(REGENERATE + " --curve …", start, checkpoints=shipped_mini())}
+            "rows": rows, "provenance": run_provenance(REGENERATE + " --curve …", start, checkpoints=shipped_mini(),
+                                                       **({"extends": extend["provenance"]} if extend else {}))}
 
 
 def guidance_sweep(pipe: Any = None, scales: Sequence[float] = SWEEP_SCALES, n: int = 100,
