@@ -86,6 +86,23 @@ def test_caption_use_curve_has_a_row_per_snapshot_and_seed(toy_run: Path) -> Non
     assert curve["schema"] == ch07.CAPTION_USE_SCHEMA
 
 
+def test_caption_use_extension_measures_only_new_snapshots(toy_run: Path, monkeypatch) -> None:
+    first = ch07.caption_use_curve(toy_run, every=2, n=8, seeds=(0,))
+    assert {r["step"] for r in first["rows"]} == {2}
+    loaded = []
+    import glide_edu.pipelines.mini as mini
+
+    monkeypatch.setattr(mini, "load_mini_model", lambda path, _real=mini.load_mini_model: loaded.append(path.name)
+                        or _real(path))
+    again = ch07.caption_use_curve(toy_run, every=1, n=8, seeds=(0,), extend=first)
+    assert loaded == [ch07.snapshots(toy_run)[1].name]  # only the snapshot the first result lacks
+    assert [r for r in again["rows"] if r["step"] == 2] == first["rows"]
+    assert sorted({r["step"] for r in again["rows"]}) == [1, 2]
+    assert again["provenance"]["extends"] == first["provenance"]
+    with pytest.raises(ValueError, match="measure it anew"):
+        ch07.caption_use_curve(toy_run, every=1, n=8, seeds=(0, 1), extend=first)
+
+
 def test_top_of_schedule_measures_why_the_miniature_needs_the_prior() -> None:
     top = ch07.top_of_schedule(ch07.mini_text2im(), n=4)
     mu = top["data_mean"]

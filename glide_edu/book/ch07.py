@@ -90,13 +90,8 @@ def mini_training_curve(run_dir: str | Path, every: int = 1000, n: int = 100, se
     """
     start = time.perf_counter()
     prompts = {"train": shapes_prompts(n, "train"), "heldout": shapes_prompts(n, "heldout")}
-    rows: list[dict[str, Any]] = []
-    if extend is not None:
-        want = {"n_prompts": n, "steps": steps, "seeds": list(seeds), "scales": list(scales), "eval_seed": EVAL_SEED}
-        have = {k: extend["config"].get(k) for k in want}
-        if have != want:
-            raise ValueError(f"the curve to extend was measured with {have}, not {want}; measure it anew")
-        rows = list(extend["rows"])
+    want = {"n_prompts": n, "steps": steps, "seeds": list(seeds), "scales": list(scales), "eval_seed": EVAL_SEED}
+    rows = _kept_rows(extend, want)
     done = {r["step"] for r in rows}
     for step, path in snapshots(run_dir).items():
         if step % every or step in done:
@@ -125,6 +120,16 @@ def guidance_sweep(pipe: Any = None, scales: Sequence[float] = SWEEP_SCALES, n: 
 def load_guidance_sweep(path: str | Path = SWEEP_PATH, check_checkpoints: bool = True) -> dict[str, Any]:
     """Read ``glide_mini_guidance.json``; refuse it if it was computed with another miniature."""
     return load_results(path, SWEEP_SCHEMA, REGENERATE + " --sweep", check_checkpoints)
+
+
+def _kept_rows(extend: dict[str, Any] | None, want: dict[str, Any]) -> list[dict[str, Any]]:
+    """The rows of ``extend`` (an earlier result of the same measurement) when its config agrees with ``want``."""
+    if extend is None:
+        return []
+    have = {k: extend["config"].get(k) for k in want}
+    if have != want:
+        raise ValueError(f"the result to extend was measured with {have}, not {want}; measure it anew")
+    return list(extend["rows"])
 
 
 def sweep_table(results: dict[str, Any], key: str = "caption") -> dict[str, dict[float, tuple[float, float]]]:
@@ -203,10 +208,12 @@ def top_of_schedule(pipe: Any, n: int = 8, t_near: int = 980, seed: int = 0) -> 
     return out
 
 
-def caption_use_curve(run_dir: str | Path, every: int = 500, n: int = 256, seeds: Sequence[int] = (0, 1)) -> dict:
+def caption_use_curve(run_dir: str | Path, every: int = 500, n: int = 256, seeds: Sequence[int] = (0, 1),
+                      extend: dict[str, Any] | None = None) -> dict:
     """:func:`glide_edu.text_metrics.caption_use` of every ``every``-th EMA snapshot of a glide-mini run, on
     ``n`` held-out pictures, once per noise seed (the spread): a row per (step, seed, source), source "emoji" or
-    "shapes" — each measured on its own, since the emoji's larger errors would swamp the shapes' in a pooled ratio."""
+    "shapes" — each measured on its own, since the emoji's larger errors would swamp the shapes' in a pooled ratio.
+    ``extend``: an earlier result with the same settings whose rows are kept; only snapshots it lacks are measured."""
     from glide_edu.captions import tokenize_captions
     from glide_edu.pipelines.mini import load_mini_model
     from glide_edu.pretrained import read_metadata
@@ -216,9 +223,12 @@ def caption_use_curve(run_dir: str | Path, every: int = 500, n: int = 256, seeds
     start = time.perf_counter()
     images, captions, source = held_out_pictures(n)
     subsets = {name: torch.tensor([i for i, s in enumerate(source) if s == name]) for name in ("emoji", "shapes")}
-    rows: list[dict[str, Any]] = []
+    config = {"n_pictures": n, "seeds": list(seeds), "every": every, "timesteps": [100, 400, 700],
+              "eval_seed": EVAL_SEED}
+    rows = _kept_rows(extend, {k: v for k, v in config.items() if k != "every"})
+    done = {r["step"] for r in rows}
     for step, path in snapshots(run_dir).items():
-        if step % every:
+        if step % every or step in done:
             continue
         options = read_metadata(path)["options"]
         tokens, mask = tokenize_captions(tokenizer_for(options), captions, int(options["text_ctx"]))
@@ -231,10 +241,10 @@ def caption_use_curve(run_dir: str | Path, every: int = 500, n: int = 256, seeds
                                   mask[rows_of], seed=seed)
                 rows.append({"step": step, "seed": seed, "source": name, "n": len(rows_of),
                              **{k: round(v, 6) for k, v in use.items()}})
-    return {"schema": CAPTION_USE_SCHEMA, "config": {"n_pictures": n, "seeds": list(seeds), "every": every,
-                                                     "timesteps": [100, 400, 700], "eval_seed": EVAL_SEED},
-            "rows": rows,
-            "provenance": run_provenance(REGENERATE + " --caption-use …", start, checkpoints=shipped_mini())}
+    rows.sort(key=lambda r: (r["step"], r["seed"], r["source"]))
+    return {"schema": CAPTION_USE_SCHEMA, "config": config, "rows": rows,
+            "provenance": run_provenance(REGENERATE + " --caption-use …", start, checkpoints=shipped_mini(),
+                                         **({"extends": extend["provenance"]} if extend else {}))}
 
 
 def load_caption_use(path: str | Path = CAPTION_USE_PATH, check_checkpoints: bool = True) -> dict[str, Any]:
@@ -252,8 +262,9 @@ def regenerate(argv: list[str] | None = None) -> None:
     what.add_argument("--caption-use", type=Path, metavar="RUN_DIR", help="own vs other vs empty caption errors")
     parser.add_argument("--every", type=int, default=None,
                         help="snapshot spacing (default 1000; 500 for --caption-use)")
-    parser.add_argument("--curve-extend", type=Path, default=None, metavar="JSON",
-                        help="keep this earlier curve's rows and measure only the snapshots it lacks")
+    parser.add_argument("--extend", "--curve-extend", type=Path, default=None, metavar="JSON", dest="extend",
+                        help="with --curve or --caption-use: keep this earlier result's rows and measure only the "
+                             "snapshots it lacks")
     parser.add_argument("--n-prompts", type=int, default=100)
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
@@ -261,13 +272,14 @@ def regenerate(argv: list[str] | None = None) -> None:
         print(f"wrote {regenerate_mini_views(args.out or mini_views_path())}")
         return
     if args.caption_use:
-        results = caption_use_curve(args.caption_use, args.every or 500)
+        extend = load_caption_use(args.extend, check_checkpoints=False) if args.extend else None
+        results = caption_use_curve(args.caption_use, args.every or 500, extend=extend)
         out = args.out or CAPTION_USE_PATH
     elif args.sweep:
         results = guidance_sweep(n=args.n_prompts)
         out = args.out or SWEEP_PATH
     else:
-        extend = load_mini_curve(args.curve_extend, check_checkpoints=False) if args.curve_extend else None
+        extend = load_mini_curve(args.extend, check_checkpoints=False) if args.extend else None
         results = mini_training_curve(args.curve, args.every or 1000, args.n_prompts, extend=extend)
         out = args.out or CURVE_PATH
     print(f"wrote {write_results(results, out)} in {results['provenance']['seconds']} s")
