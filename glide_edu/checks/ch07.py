@@ -160,16 +160,16 @@ def check_text_conditioning(fn: Callable, model: nn.Module) -> bool:
 
 # ------------------------------------------------------------------------- exercise 3: a prediction
 def guidance_facts(sweep: dict) -> dict[str, float]:
-    """From chapter 7's guidance sweep (:func:`glide_edu.book.ch07.sweep_table` of its rows), the mean over seeds
-    on trained pairs of: whole-caption accuracy at s = 1 and s = 3, colour accuracy at s = 0."""
-    from glide_edu.book.ch07 import sweep_table
-
-    caption, colour = (sweep_table(sweep, key).get("train", {}) for key in ("caption", "colour"))
-    for scale, table in ((1.0, caption), (3.0, caption), (0.0, colour)):
-        if scale not in table:
+    """From chapter 7's guidance sweep (its ``rows``: split, scale, seed, per-attribute accuracies), the
+    mean over seeds on trained pairs of: whole-caption accuracy at s = 1 and s = 3, colour accuracy at s = 0."""
+    def mean(key: str, scale: float) -> float:
+        vals = [r[key] for r in sweep["rows"] if r["split"] == "train" and r["scale"] == scale]
+        if not vals:
             raise ExerciseError(f"the sweep has no trained-pair rows at s = {scale:g}; load the chapter's sweep "
                                 "(cx.load_guidance_sweep()) and pass it to the checker")
-    return {"caption_s1": caption[1.0][0], "caption_s3": caption[3.0][0], "colour_s0": colour[0.0][0]}
+        return sum(vals) / len(vals)
+
+    return {"caption_s1": mean("caption", 1.0), "caption_s3": mean("caption", 3.0), "colour_s0": mean("colour", 0.0)}
 
 
 def check_guidance_prediction(s3_beats_s1: object, colour_at_s0: object, sweep: dict, tolerance: float = 0.1) -> bool:
