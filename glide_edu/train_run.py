@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import os
 import time
 from importlib import resources
 from pathlib import Path
@@ -190,6 +189,7 @@ class RunLog:
         """Remove the rows a stopped run logged after its last checkpoint (``step``), which the resumed run logs
         again, so that ``metrics.csv`` holds each step once; rewritten atomically. Returns how many went."""
         from glide_edu import distributed as ddp
+        from glide_edu.fileio import atomic_write
 
         if self.path is None or not self.path.exists() or not ddp.is_main_process():
             return 0
@@ -198,12 +198,13 @@ class RunLog:
             fields, rows = reader.fieldnames or list(self.fields), list(reader)
         keep = [r for r in rows if not r.get("step") or float(r["step"]) <= step]
         if len(keep) < len(rows):
-            tmp = self.path.with_name(self.path.name + ".tmp")
-            with tmp.open("w", newline="") as f:
-                writer = csv.DictWriter(f, fieldnames=fields)
-                writer.writeheader()
-                writer.writerows(keep)
-            os.replace(tmp, self.path)
+            def write(tmp: str) -> None:
+                with open(tmp, "w", newline="") as f:
+                    writer = csv.DictWriter(f, fieldnames=fields)
+                    writer.writeheader()
+                    writer.writerows(keep)
+
+            atomic_write(self.path, write)  # fsynced; a failure leaves the old file
         return len(rows) - len(keep)
 
     def __call__(self, trainer: Any, logs: dict[str, float]) -> None:
