@@ -18,7 +18,9 @@ A config names what to build, on which data, with which options — the same dat
 
 The book's models ship as configs (``glide-edu train --list``): ``glide-edu train digits-hybrid --run-dir R
 --out F`` reproduces ``python -m glide_edu.recipes digits --loss hybrid``. ``--set train.steps=500`` changes
-one value. A run folder that already holds checkpoints is continued only with ``--resume``. Under ``torchrun``
+one value. A run folder that already holds checkpoints is continued only with ``--resume``; ``--init-from FILE``
+starts a new run from FILE's weights (fine-tuning a shipped or released network; ``--continue-steps``
+also takes over its step, continuing the same recipe from a snapshot). Under ``torchrun``
 the same command trains data-parallel (:mod:`glide_edu.distributed`); rank 0 writes the files.
 Logged scalars go to ``<run_dir>/metrics.csv``.
 """
@@ -223,29 +225,40 @@ class RunLog:
             self.writer.flush()
 
 
-def train_from_config(config: dict[str, Any], out: Path, run_dir: Path | None, resume: bool = False) -> Path:
-    """Train what ``config`` describes; rank 0 writes the EMA weights to ``out`` (small or GLIDE format)."""
+def train_from_config(config: dict[str, Any], out: Path, run_dir: Path | None, resume: bool = False,
+                      init_from: Path | None = None, continue_steps: bool = False) -> Path:
+    """Train what ``config`` describes; rank 0 writes the EMA weights to ``out`` (small or GLIDE format).
+    ``init_from``: start from that file's weights (and with ``continue_steps`` its step; :mod:`glide_edu.warm_start`)
+    instead of a fresh network."""
     from glide_edu import distributed as ddp
     from glide_edu.pretrained import save_glide_checkpoint, save_small_checkpoint
     from glide_edu.run_dir import check_writable, latest_checkpoint
+    from glide_edu.warm_start import warm_start
 
     check_config(config)
     if run_dir is not None and not resume and run_dir.exists() and latest_checkpoint(run_dir) is not None:
         raise ConfigError(f"{run_dir} already holds a run; add --resume to continue it, or give another --run-dir")
     if ddp.is_main_process():
         check_writable(out.parent)
+    if init_from is not None and config["kind"] in ("clip", "classifier"):
+        raise ConfigError(f"--init-from works for kind = 'unet' and 'glide' runs, not {config['kind']!r} ones")
     if config["kind"] == "clip":
         return _train_clip(config, out, run_dir)
     if config["kind"] == "classifier":
         return _train_classifier(config, out, run_dir, resume)
     trainer, spec = build(config, run_dir)
+    if continue_steps and init_from is None:
+        raise ConfigError("--continue-steps goes with --init-from FILE (the file whose step the run continues)")
+    started_from = warm_start(trainer, init_from, getattr(trainer, "options", None) or spec.get("options"),
+                              continue_steps=continue_steps)
     start = time.perf_counter()
     log = RunLog(run_dir, trainer.config.log_every, bool(config.get("log", {}).get("tensorboard", False)),
                  getattr(trainer, "LOG_FIELDS", ()), start_step=trainer.step)
     history = trainer.train(callback=log)
     info = {"command": "glide-edu train", "config": config, "steps": trainer.step,
             "train_seconds_this_run": round(time.perf_counter() - start, 1), "world_size": trainer.world_size,
-            "final_loss": history[-1]["loss"] if history else None}
+            "final_loss": history[-1]["loss"] if history else None,
+            **({"init_from": started_from} if started_from else {})}
     ema = trainer.full_ema()  # (FSDP: gathered on every rank; rank 0 writes)
     if trainer.rank == 0:
         if spec["format"] == "glide":
@@ -326,6 +339,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, help="file to write: the EMA weights (.safetensors)")
     parser.add_argument("--run-dir", type=Path, default=None, help="resumable checkpoints, metrics.csv, snapshots")
     parser.add_argument("--resume", action="store_true", help="continue the run in --run-dir")
+    parser.add_argument("--init-from", type=Path, default=None, metavar="FILE",
+                        help="start from FILE's weights (a .safetensors of the book or an official .pt): fine-tuning")
+    parser.add_argument("--continue-steps", action="store_true",
+                        help="with --init-from: also take FILE's step (continue the same recipe from a snapshot)")
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="change one value, e.g. --set train.steps=500 (repeatable)")
     parser.add_argument("--device", default=None, help="auto, cpu, cuda, cuda:N or mps (= --set train.device=…)")
@@ -357,5 +374,6 @@ def run_cli(args: argparse.Namespace) -> Path | None:
     sets = list(args.set) + [f"train.{k}={json.dumps(v)}" for k in ("device", "precision")
                              if (v := getattr(args, k)) is not None]
     config = apply_overrides(read_config(args.config), sets)
-    path = train_from_config(config, args.out, args.run_dir, args.resume)
+    path = train_from_config(config, args.out, args.run_dir, args.resume, getattr(args, "init_from", None),
+                             getattr(args, "continue_steps", False))
     return path if ddp.is_main_process() else None  # rank 0 wrote it and says so

@@ -39,8 +39,8 @@ from glide_edu.diffusion import GaussianDiffusion
 from glide_edu.pretrained import save_glide_checkpoint
 from glide_edu.prior import data_mean
 from glide_edu.train import TrainConfig, Trainer
+from glide_edu.warm_start import warm_start
 
-PRIOR_OPTIONS = ("x0_prior_mean", "x0_prior_above_t")  # read by the sampler, not the network: warm starts ignore them
 MINI_OPTIONS: dict[str, Any] = {
     # the UNet (GLIDE's option names; attention at the 16×16 and 8×8 feature maps)
     "image_size": 32,
@@ -222,35 +222,6 @@ class TextTrainer(Trainer):
         return write
 
 
-def warm_start(trainer: TextTrainer, path: str | os.PathLike) -> int:
-    """Continue training from the EMA weights of a GLIDE file written by this trainer; returns its step.
-
-    The file holds no optimiser state, so this is a *warm start*, not a resume: the online network and every
-    EMA start from the file's (float16) weights, Adam's moments from zero, and the step counter from the
-    file's recorded step (snapshots and curves continue its numbering). The batch stream is re-seeded with
-    ``seed + step`` so the continuation does not replay the first run's batches. A run directory's own
-    checkpoints (bit-exact resume) always win over this.
-    """
-    from glide_edu.pretrained import load_glide_checkpoint
-
-    network, options, meta = load_glide_checkpoint(path)
-    mine = trainer.options or {}
-    changed = sorted(k for k in set(options) | set(mine) if k not in PRIOR_OPTIONS and options.get(k) != mine.get(k))
-    if changed:
-        raise ValueError(f"{path} was trained with other options ({', '.join(changed)}); continue it with its own "
-                         "options or start a new run without --init-from")
-    info = meta.get("info", {})
-    step = int(info.get("step", info.get("steps", 0)))
-    state = network.state_dict()
-    trainer.model.load_state_dict(state, strict=True)
-    for ema in (trainer.ema, *trainer.extra_emas.values()):
-        ema.module.load_state_dict(state, strict=True)
-    trainer.step = step
-    trainer.generator.manual_seed(trainer.config.seed + step)
-    torch.manual_seed(trainer.config.seed + step)
-    return step
-
-
 def text_trainer(options: dict[str, Any], images: Tensor, captions: list[str], config: TrainConfig, *,
                  weights: Tensor | None = None, p_uncond: float = P_UNCOND, run_dir: str | os.PathLike | None = None,
                  model_config: dict[str, Any] | None = None, task: GlideTask | None = None) -> TextTrainer:
@@ -279,9 +250,9 @@ def train_mini(out: str | os.PathLike, run_dir: str | os.PathLike | None = None,
                precision: str | None = None) -> Path:
     """Train the miniature GLIDE base model on the book's captions; write its EMA weights to ``out``.
 
-    ``init_from``: a GLIDE file of this recipe (the shipped miniature or a snapshot) to continue from when
-    ``run_dir`` holds no checkpoint yet — see :func:`warm_start`. ``precision``: autocast precision (default:
-    the config's, fp32).
+    ``init_from``: a GLIDE file of this recipe (the shipped miniature or a snapshot) to continue from, weights
+    and step numbering, when ``run_dir`` holds no checkpoint yet — see :mod:`glide_edu.warm_start`.
+    ``precision``: autocast precision (default: the config's, fp32).
     """
     options = dict(options or MINI_OPTIONS)
     base = config or MINI_TRAIN
@@ -291,9 +262,7 @@ def train_mini(out: str | os.PathLike, run_dir: str | os.PathLike | None = None,
     data = book_captions("train", n_shapes, seed)
     trainer = text_trainer(options, data.images, data.captions, cfg, weights=data.weights, run_dir=run_dir,
                            model_config={"glide_options": options, "n_shapes": n_shapes})
-    warm = None
-    if init_from is not None and trainer.step == 0:
-        warm = {"file": Path(init_from).name, "step": warm_start(trainer, init_from)}
+    warm = warm_start(trainer, init_from if trainer.step == 0 else None, trainer.options, continue_steps=True)
     start = time.perf_counter()
     history = trainer.train()
     info = {"command": "python -m glide_edu.recipes glide-mini", "steps": trainer.step, "p_uncond": P_UNCOND,

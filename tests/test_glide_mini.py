@@ -13,6 +13,7 @@ from glide_edu.nn.presets import create_glide_model
 from glide_edu.pretrained import load_glide_checkpoint, save_glide_checkpoint
 from glide_edu.respace import DiffusionConfig
 from glide_edu.train import TrainConfig
+from glide_edu.fileio import sha256_file
 from glide_edu.train_text import MINI_OPTIONS, MINI_TRAIN, TextTrainer, tokenizer_for, train_mini
 
 
@@ -133,7 +134,8 @@ def test_warm_start_continues_weights_and_step_numbering(small_file: Path, tmp_p
     more = train_mini(tmp_path / "more.safetensors", run, steps=5, n_shapes=64, snapshot_every=1, options=SMALL,
                       config=cfg, progress=False, init_from=small_file)
     meta = load_glide_checkpoint(more)[2]["info"]
-    assert meta["steps"] == 5 and meta["warm_start"] == {"file": small_file.name, "step": 3}
+    assert meta["steps"] == 5 and meta["warm_start"] == {"file": small_file.name, "step": 3,
+                                                         "sha256": sha256_file(small_file)}
     assert sorted(p.name for p in (run / "snapshots").iterdir()) == [
         "ema-step-0000004.safetensors", "ema-step-0000005.safetensors"]
     changed = load_glide_checkpoint(more)[0].state_dict()
