@@ -9,11 +9,11 @@ import pytest
 import torch
 
 from glide_edu.captions import book_captions, tokenize_captions, with_article
+from glide_edu.fileio import sha256_file
 from glide_edu.nn.presets import create_glide_model
 from glide_edu.pretrained import load_glide_checkpoint, save_glide_checkpoint
 from glide_edu.respace import DiffusionConfig
 from glide_edu.train import TrainConfig
-from glide_edu.fileio import sha256_file
 from glide_edu.train_text import MINI_OPTIONS, MINI_TRAIN, TextTrainer, tokenizer_for, train_mini
 
 
