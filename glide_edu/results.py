@@ -66,8 +66,12 @@ def checkpoint_provenance(path: str | os.PathLike, meta: Mapping[str, Any] | Non
     return entry
 
 
-def run_provenance(command: str, start: float, **extra: Any) -> dict[str, Any]:
-    """The run's record: command, UTC date, seconds since ``start`` (perf_counter), torch/python/machine/threads."""
+def run_provenance(command: str, start: float, extends: Mapping[str, Any] | None = None,
+                   **extra: Any) -> dict[str, Any]:
+    """The run's record: command, UTC date, seconds since ``start`` (perf_counter), torch/python/machine/threads.
+    ``extends``: an earlier result whose rows this one keeps; its provenance is kept under ``"extends"``."""
+    if extends is not None:
+        extra["extends"] = extends["provenance"]
     return {
         "command": command,
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),

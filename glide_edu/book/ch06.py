@@ -219,13 +219,12 @@ def cfg_training_curve(runs: Mapping[float, str | Path], every: int = 1000, n: i
                     rows.append({"step": step, "scale": s, "seed": seed, **{k: round(v, 4) for k, v in q.items()}})
         curves[f"{p:g}"] = sorted(rows, key=lambda r: (r["step"], r["scale"], r["seed"]))
     shipped = {f"{p:g}": shipped_checkpoint(cfg_checkpoint_name(p)) for p in runs}
-    extra = {"extends": extend["provenance"]} if extend is not None else {}
     return {"schema": CURVE_SCHEMA, "config": {"n_samples": n, "steps": steps, "seeds": list(seeds),
                                                "scales": list(scales), "every": every},
             "curves": curves,
             "provenance": run_provenance(REGENERATE + " --curve …", start,
                                          checkpoints={k: checkpoint_provenance(v) for k, v in shipped.items()},
-                                         **extra)}
+                                         extends=extend)}
 
 
 def load_cfg_curve(path: str | Path = CURVE_PATH, check_checkpoints: bool = True) -> dict[str, Any]:

@@ -101,7 +101,7 @@ def mini_training_curve(run_dir: str | Path, every: int = 1000, n: int = 100, se
     return {"schema": CURVE_SCHEMA, "config": {"n_prompts": n, "steps": steps, "seeds": list(seeds),
                                                "scales": list(scales), "every": every, "eval_seed": EVAL_SEED},
             "rows": rows, "provenance": run_provenance(REGENERATE + " --curve …", start, checkpoints=shipped_mini(),
-                                                       **({"extends": extend["provenance"]} if extend else {}))}
+                                                       extends=extend)}
 
 
 def guidance_sweep(pipe: Any = None, scales: Sequence[float] = SWEEP_SCALES, n: int = 100,
@@ -244,7 +244,7 @@ def caption_use_curve(run_dir: str | Path, every: int = 500, n: int = 256, seeds
     rows.sort(key=lambda r: (r["step"], r["seed"], r["source"]))
     return {"schema": CAPTION_USE_SCHEMA, "config": config, "rows": rows,
             "provenance": run_provenance(REGENERATE + " --caption-use …", start, checkpoints=shipped_mini(),
-                                         **({"extends": extend["provenance"]} if extend else {}))}
+                                         extends=extend)}
 
 
 def load_caption_use(path: str | Path = CAPTION_USE_PATH, check_checkpoints: bool = True) -> dict[str, Any]:

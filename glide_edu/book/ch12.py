@@ -242,7 +242,7 @@ def guides_by_step(run_dir: str | Path, every: int = 2000, n: int = 100, seeds: 
     rows.sort(key=lambda r: r["step"])
     return {"schema": BY_STEP_SCHEMA, "config": config, "rows": rows,
             "provenance": run_provenance(REGENERATE + " --by-step …", start, checkpoints=provenance,
-                                         **({"extends": extend["provenance"]} if extend else {}))}
+                                         extends=extend)}
 
 
 def by_step_table(results: Mapping[str, Any], metric: str) -> dict[tuple[str, float], dict[int, float]]:
