@@ -84,6 +84,23 @@ def run_provenance(command: str, start: float, extends: Mapping[str, Any] | None
     }
 
 
+def check_extendable(extend: Mapping[str, Any], want: Mapping[str, Any]) -> None:
+    """Refuse to extend an earlier result unless its ``config`` agrees with ``want`` on ``want``'s keys."""
+    have = {k: extend["config"].get(k) for k in want}
+    if have != dict(want):
+        raise ValueError(f"cannot extend a result measured with {have} by one with {dict(want)}; measure it anew "
+                         "instead of extending it")
+
+
+def kept_rows(extend: Mapping[str, Any] | None, want: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The rows of ``extend`` (an earlier result of the same measurement, or None) once its settings are checked
+    against ``want`` (:func:`check_extendable`): a run that went on is measured only on its new snapshots."""
+    if extend is None:
+        return []
+    check_extendable(extend, want)
+    return list(extend["rows"])
+
+
 def write_results(results: Mapping[str, Any], path: str | os.PathLike) -> Path:
     """Write ``results`` as indented UTF-8 JSON, atomically."""
     return atomic_write_text(path, json.dumps(results, indent=1, ensure_ascii=False) + "\n")

@@ -116,5 +116,5 @@ def test_curve_extend_measures_only_new_snapshots(tiny, tmp_path) -> None:
     rows = both["curves"]["0.1"]
     assert [r["step"] for r in rows] == [2, 4] and rows[0]["fid_proxy"] == -1.0 and rows[1]["fid_proxy"] > 0
     assert both["provenance"]["extends"] == first["provenance"]
-    with pytest.raises(ValueError, match="cannot extend a curve measured with"):
+    with pytest.raises(ValueError, match="cannot extend a result measured with"):
         cx.cfg_training_curve({0.1: tmp_path}, extend=first, **(kw | {"n": 30}))

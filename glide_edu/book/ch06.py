@@ -33,6 +33,7 @@ from glide_edu.recipes import NULL_LABEL, cfg_checkpoint_name
 from glide_edu.respace import create_diffusion
 from glide_edu.results import (
     RESULTS_DIR,
+    check_extendable,
     checkpoint_provenance,
     initial_noise,
     load_image_views,
@@ -197,11 +198,7 @@ def cfg_training_curve(runs: Mapping[float, str | Path], every: int = 1000, n: i
     start = time.perf_counter()
     done: dict[str, set[int]] = {}
     if extend is not None:
-        want = {"n_samples": n, "steps": steps, "seeds": list(seeds), "scales": list(scales)}
-        have = {k: extend["config"][k] for k in want}
-        if have != want:
-            raise ValueError(f"cannot extend a curve measured with {have} by one with {want}; "
-                             "measure the whole curve again (drop --curve-extend)")
+        check_extendable(extend, {"n_samples": n, "steps": steps, "seeds": list(seeds), "scales": list(scales)})
         done = {p: {r["step"] for r in rows} for p, rows in extend["curves"].items()}
     real = load_digits(16, "train")[0]
     net = load_feature_net()

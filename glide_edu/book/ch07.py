@@ -33,7 +33,14 @@ from glide_edu.pipelines.mini import (  # noqa: F401  (sample_prompts: re-export
     sample_prompts,
 )
 from glide_edu.pretrained import shipped_checkpoint, snapshots
-from glide_edu.results import RESULTS_DIR, checkpoint_provenance, load_results, run_provenance, write_results
+from glide_edu.results import (
+    RESULTS_DIR,
+    checkpoint_provenance,
+    kept_rows,
+    load_results,
+    run_provenance,
+    write_results,
+)
 from glide_edu.shapes import make_scenes
 
 CURVE_PATH = RESULTS_DIR / "glide_mini_curve.json"
@@ -91,7 +98,7 @@ def mini_training_curve(run_dir: str | Path, every: int = 1000, n: int = 100, se
     start = time.perf_counter()
     prompts = {"train": shapes_prompts(n, "train"), "heldout": shapes_prompts(n, "heldout")}
     want = {"n_prompts": n, "steps": steps, "seeds": list(seeds), "scales": list(scales), "eval_seed": EVAL_SEED}
-    rows = _kept_rows(extend, want)
+    rows = kept_rows(extend, want)
     done = {r["step"] for r in rows}
     for step, path in snapshots(run_dir).items():
         if step % every or step in done:
@@ -120,16 +127,6 @@ def guidance_sweep(pipe: Any = None, scales: Sequence[float] = SWEEP_SCALES, n: 
 def load_guidance_sweep(path: str | Path = SWEEP_PATH, check_checkpoints: bool = True) -> dict[str, Any]:
     """Read ``glide_mini_guidance.json``; refuse it if it was computed with another miniature."""
     return load_results(path, SWEEP_SCHEMA, REGENERATE + " --sweep", check_checkpoints)
-
-
-def _kept_rows(extend: dict[str, Any] | None, want: dict[str, Any]) -> list[dict[str, Any]]:
-    """The rows of ``extend`` (an earlier result of the same measurement) when its config agrees with ``want``."""
-    if extend is None:
-        return []
-    have = {k: extend["config"].get(k) for k in want}
-    if have != want:
-        raise ValueError(f"the result to extend was measured with {have}, not {want}; measure it anew")
-    return list(extend["rows"])
 
 
 def sweep_table(results: dict[str, Any], key: str = "caption") -> dict[str, dict[float, tuple[float, float]]]:
@@ -225,7 +222,7 @@ def caption_use_curve(run_dir: str | Path, every: int = 500, n: int = 256, seeds
     subsets = {name: torch.tensor([i for i, s in enumerate(source) if s == name]) for name in ("emoji", "shapes")}
     config = {"n_pictures": n, "seeds": list(seeds), "every": every, "timesteps": [100, 400, 700],
               "eval_seed": EVAL_SEED}
-    rows = _kept_rows(extend, {k: v for k, v in config.items() if k != "every"})
+    rows = kept_rows(extend, {k: v for k, v in config.items() if k != "every"})
     done = {r["step"] for r in rows}
     for step, path in snapshots(run_dir).items():
         if step % every or step in done:

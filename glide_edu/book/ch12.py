@@ -36,7 +36,7 @@ from glide_edu.metrics import diversity, fid_proxies, precision_recall
 from glide_edu.oracle import caption_accuracy
 from glide_edu.pipelines.mini import MINI_CHECKPOINT, mini_text2im, sample_prompts
 from glide_edu.pretrained import snapshots
-from glide_edu.results import RESULTS_DIR, load_results, run_provenance, write_results
+from glide_edu.results import RESULTS_DIR, kept_rows, load_results, run_provenance, write_results
 from glide_edu.text_metrics import clip_score, dominated_fraction
 
 SWEEP_PATH = RESULTS_DIR / "glide_mini_fronts.json"
@@ -225,12 +225,7 @@ def guides_by_step(run_dir: str | Path, every: int = 2000, n: int = 100, seeds: 
     rows are kept, so only the snapshots it lacks are measured (a run that went on)."""
     start = time.perf_counter()
     config = _three_settings_config(n, seeds, steps)
-    rows: list[dict[str, Any]] = []
-    if extend is not None:
-        if extend["config"] != config:
-            raise ValueError(f"the result to extend was measured with {extend['config']}, not {config}; "
-                             "measure it anew")
-        rows = list(extend["rows"])
+    rows = kept_rows(extend, config)
     done = {r["step"] for r in rows}
     clips, net, data, _, provenance = _eval_kit(n)
     for step, path in snapshots(run_dir).items():
