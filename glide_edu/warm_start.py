@@ -9,7 +9,8 @@ trained on CLIP's BPE must not be fine-tuned as if it read bytes).
 
 A file holds no optimiser state, so this is a *warm start*, not a resume: Adam's moments start from zero. With
 ``continue_steps`` (``--continue-steps``; the miniature's recipe always) the run also takes over the file's
-recorded step, so snapshots, curves and the learning-rate schedule go on from there, and the batch stream is
+recorded step, so snapshots, curves, the learning-rate schedule and the EMA's warm-up decay go on from there (the
+EMA keeps averaging into the file's weights instead of restarting from a copy), and the batch stream is
 re-seeded with ``seed + step`` so the continuation does not replay the first run's batches; the file must then
 come from the same recipe (all options equal). The file's name, sha256 and step go into the run folder
 (``init_from.json``) and into the written file's ``info``. A run folder's own checkpoints (bit-exact resume)
@@ -131,6 +132,8 @@ def warm_start(trainer: Any, path: str | os.PathLike | None, options: dict[str, 
             ema.module.load_state_dict(trainer.model.state_dict(), strict=True)
     if continue_steps:
         trainer.step = kept["step"]
+        for ema in (trainer.ema, *getattr(trainer, "extra_emas", {}).values()):
+            ema.n_averaged.fill_(trainer.step)  # the EMA goes on averaging (its warm-up decay too), not copying
         trainer.generator.manual_seed(trainer.config.seed + trainer.step)  # not the first run's batches again
         torch.manual_seed(trainer.config.seed + trainer.step)
     if record is not None and getattr(trainer, "rank", 0) == 0:

@@ -121,3 +121,15 @@ def test_continue_steps_takes_over_the_files_step(tmp_path: Path, trained: Path,
     assert sorted(p.name for p in (run / "snapshots").iterdir()) == [
         "ema-step-0000004.safetensors", "ema-step-0000005.safetensors"]
     assert [r.split(",")[0] for r in (run / "metrics.csv").read_text().splitlines()[1:]] == ["4", "5"]
+
+
+def test_a_continued_ema_keeps_averaging_into_the_files_weights(tmp_path: Path, trained: Path) -> None:
+    trainer, _ = build(read_config(_config(tmp_path, steps=4, lr=1e-2, ema_rate=0.99)), None)
+    warm_start(trainer, trained, continue_steps=True)
+    assert trainer.step == 3 and int(trainer.ema.n_averaged) == 3
+    start = {k: v.float() for k, v in load_file(trained).items()}
+    trainer.train()  # one step: 3 → 4
+    model, ema = trainer.model.state_dict(), trainer.ema.module.state_dict()
+    moved = sum((model[k] - v).abs().sum().item() for k, v in start.items())
+    ema_moved = sum((ema[k] - v).abs().sum().item() for k, v in start.items())
+    assert 0 < ema_moved < 0.05 * moved  # averaged in with weight 0.01, not copied from the network
