@@ -177,8 +177,9 @@ def test_tensorboard_event_files(tmp_path) -> None:
     events.Reload()
     assert [e.step for e in events.Scalars("train/loss")] == [1, 2]
     shutil.rmtree(run / "ckpt-0000002")  # as if the run had stopped after logging step 2, before its checkpoint
-    assert main(["train", str(path), "--run-dir", str(run), "--out", str(tmp_path / "y.safetensors"), "--resume",
-                 "--set", "train.steps=3"]) == 0
+    with pytest.warns(UserWarning, match="missing or damaged; resuming from ckpt-0000001"):
+        assert main(["train", str(path), "--run-dir", str(run), "--out", str(tmp_path / "y.safetensors"),
+                     "--resume", "--set", "train.steps=3"]) == 0
     events = EventAccumulator(str(run / "tensorboard"))
     events.Reload()
     assert [e.step for e in events.Scalars("train/loss")] == [1, 2, 3]  # step 2 once: the resumed run's
