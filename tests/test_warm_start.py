@@ -133,3 +133,15 @@ def test_a_continued_ema_keeps_averaging_into_the_files_weights(tmp_path: Path, 
     moved = sum((model[k] - v).abs().sum().item() for k, v in start.items())
     ema_moved = sum((ema[k] - v).abs().sum().item() for k, v in start.items())
     assert 0 < ema_moved < 0.05 * moved  # averaged in with weight 0.01, not copied from the network
+
+
+def test_the_shipped_miniature_continues_its_recipe_through_the_cli(tmp_path: Path) -> None:
+    """The command chapter 7 and docs/checkpoints.md give, one step long on a small slice of the data."""
+    shipped = shipped_checkpoint("glide_mini_base")
+    out = tmp_path / "more.safetensors"
+    assert main(["train", "glide-mini", "--init-from", str(shipped), "--continue-steps", "--run-dir",
+                 str(tmp_path / "run"), "--out", str(out), "--set", "data.n_shapes=64", "--set", "train.batch_size=2",
+                 "--set", "train.steps=9001", "--set", "train.progress=false"]) == 0
+    meta = read_metadata(out)
+    assert meta["info"]["steps"] == 9001 and meta["info"]["init_from"]["sha256"] == sha256_file(shipped)
+    assert meta["options"]["tokenizer"] == "clip"
