@@ -135,7 +135,7 @@ def warm_start(trainer: Any, path: str | os.PathLike | None, options: dict[str, 
         for ema in (trainer.ema, *getattr(trainer, "extra_emas", {}).values()):
             ema.n_averaged.fill_(trainer.step)  # the EMA goes on averaging (its warm-up decay too), not copying
         trainer.generator.manual_seed(trainer.config.seed + trainer.step)  # not the first run's batches again
-        torch.manual_seed(trainer.config.seed + trainer.step)
+        torch.manual_seed(trainer.config.seed + trainer.step + getattr(trainer, "rank", 0))  # dropout: per rank
     if record is not None and getattr(trainer, "rank", 0) == 0:
         record.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(record, json.dumps(kept, indent=1))
