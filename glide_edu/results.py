@@ -84,20 +84,25 @@ def run_provenance(command: str, start: float, extends: Mapping[str, Any] | None
     }
 
 
-def check_extendable(extend: Mapping[str, Any], want: Mapping[str, Any]) -> None:
-    """Refuse to extend an earlier result unless its ``config`` agrees with ``want`` on ``want``'s keys."""
-    have = {k: extend["config"].get(k) for k in want}
-    if have != dict(want):
-        raise ValueError(f"cannot extend a result measured with {have} by one with {dict(want)}; measure it anew "
+# config keys that do not change what a row means: which snapshots were measured, and a free-text remark
+NOT_SETTINGS = ("every", "note")
+
+
+def check_extendable(extend: Mapping[str, Any], config: Mapping[str, Any]) -> None:
+    """Refuse to extend an earlier result unless its ``config`` equals ``config`` apart from :data:`NOT_SETTINGS`."""
+    have = {k: v for k, v in extend["config"].items() if k not in NOT_SETTINGS}
+    want = {k: v for k, v in config.items() if k not in NOT_SETTINGS}
+    if have != want:
+        raise ValueError(f"cannot extend a result measured with {have} by one with {want}; measure it anew "
                          "instead of extending it")
 
 
-def kept_rows(extend: Mapping[str, Any] | None, want: Mapping[str, Any]) -> list[dict[str, Any]]:
+def kept_rows(extend: Mapping[str, Any] | None, config: Mapping[str, Any]) -> list[dict[str, Any]]:
     """The rows of ``extend`` (an earlier result of the same measurement, or None) once its settings are checked
-    against ``want`` (:func:`check_extendable`): a run that went on is measured only on its new snapshots."""
+    against ``config`` (:func:`check_extendable`): a run that went on is measured only on its new snapshots."""
     if extend is None:
         return []
-    check_extendable(extend, want)
+    check_extendable(extend, config)
     return list(extend["rows"])
 
 

@@ -236,6 +236,8 @@ def train_from_config(config: dict[str, Any], out: Path, run_dir: Path | None, r
     from glide_edu.warm_start import warm_start
 
     check_config(config)
+    if continue_steps and init_from is None:
+        raise ConfigError("--continue-steps goes with --init-from FILE (the file whose step the run continues)")
     if run_dir is not None and not resume and run_dir.exists() and latest_checkpoint(run_dir) is not None:
         raise ConfigError(f"{run_dir} already holds a run; add --resume to continue it, or give another --run-dir")
     if ddp.is_main_process():
@@ -247,8 +249,6 @@ def train_from_config(config: dict[str, Any], out: Path, run_dir: Path | None, r
     if config["kind"] == "classifier":
         return _train_classifier(config, out, run_dir, resume)
     trainer, spec = build(config, run_dir)
-    if continue_steps and init_from is None:
-        raise ConfigError("--continue-steps goes with --init-from FILE (the file whose step the run continues)")
     started_from = warm_start(trainer, init_from, getattr(trainer, "options", None) or spec.get("options"),
                               continue_steps=continue_steps)
     start = time.perf_counter()
@@ -374,6 +374,5 @@ def run_cli(args: argparse.Namespace) -> Path | None:
     sets = list(args.set) + [f"train.{k}={json.dumps(v)}" for k in ("device", "precision")
                              if (v := getattr(args, k)) is not None]
     config = apply_overrides(read_config(args.config), sets)
-    path = train_from_config(config, args.out, args.run_dir, args.resume, getattr(args, "init_from", None),
-                             getattr(args, "continue_steps", False))
+    path = train_from_config(config, args.out, args.run_dir, args.resume, args.init_from, args.continue_steps)
     return path if ddp.is_main_process() else None  # rank 0 wrote it and says so

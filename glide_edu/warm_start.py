@@ -129,11 +129,11 @@ def warm_start(trainer: Any, path: str | os.PathLike | None, options: dict[str, 
     with torch.no_grad():
         trainer.model.load_state_dict(state, strict=True)
         for ema in (trainer.ema, *getattr(trainer, "extra_emas", {}).values()):
-            ema.module.load_state_dict(trainer.model.state_dict(), strict=True)
+            ema.module.load_state_dict(state, strict=True)
+            if continue_steps:  # the EMA goes on averaging (its warm-up decay too) instead of copying the network
+                ema.n_averaged.fill_(kept["step"])
     if continue_steps:
         trainer.step = kept["step"]
-        for ema in (trainer.ema, *getattr(trainer, "extra_emas", {}).values()):
-            ema.n_averaged.fill_(trainer.step)  # the EMA goes on averaging (its warm-up decay too), not copying
         trainer.generator.manual_seed(trainer.config.seed + trainer.step)  # not the first run's batches again
         torch.manual_seed(trainer.config.seed + trainer.step + getattr(trainer, "rank", 0))  # dropout: per rank
     if record is not None and getattr(trainer, "rank", 0) == 0:

@@ -11,6 +11,7 @@ from glide_edu.fileio import assets_dir
 from glide_edu.results import (
     StaleResultsError,
     checkpoint_provenance,
+    kept_rows,
     load_image_views,
     load_results,
     save_image_views,
@@ -54,3 +55,13 @@ def test_json_results_share_the_checkpoint_check(tmp_path: Path) -> None:
         load_results(path, "s/1", "again")
     fresh = {"checkpoints": {"m": checkpoint_provenance(SHIPPED)}}
     assert load_results(write_results({"schema": "s/1", "provenance": fresh}, path), "s/1", "again")["schema"] == "s/1"
+
+
+def test_an_earlier_result_is_extended_only_with_the_same_settings() -> None:
+    earlier = {"config": {"n": 60, "seeds": [0, 1], "every": 1000, "note": "to 9000"}, "rows": [{"step": 1000}]}
+    assert kept_rows(None, {"n": 60}) == []
+    assert kept_rows(earlier, {"n": 60, "seeds": [0, 1], "every": 3000}) == [{"step": 1000}]  # spacing, remark free
+    for config in ({"n": 100, "seeds": [0, 1]}, {"n": 60, "seeds": [0]}, {"n": 60, "seeds": [0, 1], "steps": 25},
+                   {"n": 60}):
+        with pytest.raises(ValueError, match="measure it anew"):
+            kept_rows(earlier, config)

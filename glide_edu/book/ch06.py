@@ -196,9 +196,10 @@ def cfg_training_curve(runs: Mapping[float, str | Path], every: int = 1000, n: i
     snapshots it has not measured are measured — for a run that was continued after the curve was drawn.
     """
     start = time.perf_counter()
+    config = {"n_samples": n, "steps": steps, "seeds": list(seeds), "scales": list(scales), "every": every}
     done: dict[str, set[int]] = {}
     if extend is not None:
-        check_extendable(extend, {"n_samples": n, "steps": steps, "seeds": list(seeds), "scales": list(scales)})
+        check_extendable(extend, config)
         done = {p: {r["step"] for r in rows} for p, rows in extend["curves"].items()}
     real = load_digits(16, "train")[0]
     net = load_feature_net()
@@ -216,9 +217,7 @@ def cfg_training_curve(runs: Mapping[float, str | Path], every: int = 1000, n: i
                     rows.append({"step": step, "scale": s, "seed": seed, **{k: round(v, 4) for k, v in q.items()}})
         curves[f"{p:g}"] = sorted(rows, key=lambda r: (r["step"], r["scale"], r["seed"]))
     shipped = {f"{p:g}": shipped_checkpoint(cfg_checkpoint_name(p)) for p in runs}
-    return {"schema": CURVE_SCHEMA, "config": {"n_samples": n, "steps": steps, "seeds": list(seeds),
-                                               "scales": list(scales), "every": every},
-            "curves": curves,
+    return {"schema": CURVE_SCHEMA, "config": config, "curves": curves,
             "provenance": run_provenance(REGENERATE + " --curve …", start,
                                          checkpoints={k: checkpoint_provenance(v) for k, v in shipped.items()},
                                          extends=extend)}

@@ -97,18 +97,17 @@ def mini_training_curve(run_dir: str | Path, every: int = 1000, n: int = 100, se
     """
     start = time.perf_counter()
     prompts = {"train": shapes_prompts(n, "train"), "heldout": shapes_prompts(n, "heldout")}
-    want = {"n_prompts": n, "steps": steps, "seeds": list(seeds), "scales": list(scales), "eval_seed": EVAL_SEED}
-    rows = kept_rows(extend, want)
+    config = {"n_prompts": n, "steps": steps, "seeds": list(seeds), "scales": list(scales), "every": every,
+              "eval_seed": EVAL_SEED}
+    rows = kept_rows(extend, config)
     done = {r["step"] for r in rows}
     for step, path in snapshots(run_dir).items():
         if step % every or step in done:
             continue
         rows += oracle_rows(mini_text2im(path), prompts, scales, seeds, steps, step=step)
     rows.sort(key=lambda r: r["step"])
-    return {"schema": CURVE_SCHEMA, "config": {"n_prompts": n, "steps": steps, "seeds": list(seeds),
-                                               "scales": list(scales), "every": every, "eval_seed": EVAL_SEED},
-            "rows": rows, "provenance": run_provenance(REGENERATE + " --curve …", start, checkpoints=shipped_mini(),
-                                                       extends=extend)}
+    return {"schema": CURVE_SCHEMA, "config": config, "rows": rows,
+            "provenance": run_provenance(REGENERATE + " --curve …", start, checkpoints=shipped_mini(), extends=extend)}
 
 
 def guidance_sweep(pipe: Any = None, scales: Sequence[float] = SWEEP_SCALES, n: int = 100,
@@ -222,7 +221,7 @@ def caption_use_curve(run_dir: str | Path, every: int = 500, n: int = 256, seeds
     subsets = {name: torch.tensor([i for i, s in enumerate(source) if s == name]) for name in ("emoji", "shapes")}
     config = {"n_pictures": n, "seeds": list(seeds), "every": every, "timesteps": [100, 400, 700],
               "eval_seed": EVAL_SEED}
-    rows = kept_rows(extend, {k: v for k, v in config.items() if k != "every"})
+    rows = kept_rows(extend, config)
     done = {r["step"] for r in rows}
     for step, path in snapshots(run_dir).items():
         if step % every or step in done:
