@@ -149,16 +149,13 @@ def init_from(model: UNetModel, path: Path) -> None:
     embedding, which starts at zero — so the fine-tuned model starts as the unconditional one for every label.
     """
     from glide_edu.pretrained import load_small_checkpoint
+    from glide_edu.warm_start import check_fit
 
     source = load_small_checkpoint(path)[0].state_dict()
-    target = model.state_dict()
-    bad = sorted(k for k in set(source) | set(target) - {"label_emb.weight"}
-                 if k not in source or k not in target or source[k].shape != target[k].shape)
-    if bad:
-        raise ValueError(f"{Path(path).name} does not fit this model ({len(bad)} weights differ, e.g. {bad[0]}); "
-                         "initialise from the unconditional model with the same UNet config")
+    check_fit(Path(path).name, model, source, fresh=("label_emb.weight",),
+              fix="initialise from the unconditional model with the same UNet config")
     model.load_state_dict(source, strict=False)
-    if "label_emb.weight" in target:
+    if "label_emb.weight" in model.state_dict():
         torch.nn.init.zeros_(model.label_emb.weight)
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -56,18 +57,19 @@ def read_weights(path: str | os.PathLike) -> tuple[dict[str, Tensor], dict[str, 
         return {k: f.get_tensor(k).float() for k in f.keys()}, meta
 
 
-def check_fit(name: str, model: nn.Module, state: dict[str, Tensor]) -> None:
-    """Refuse, in one line, a state dict whose names or shapes differ from ``model``'s."""
+def check_fit(what: str, model: nn.Module, state: dict[str, Tensor], fresh: Collection[str] = (),
+              fix: str = "train from it with the config it was made with (its options are in its metadata)") -> None:
+    """Refuse, in one line naming ``what`` and the ``fix``, a state dict whose names or shapes differ from
+    ``model``'s; ``fresh`` names weights the model may have and the file lack (they keep their new values)."""
     own = model.state_dict()
-    missing = [k for k in own if k not in state]
+    missing = [k for k in own if k not in state and k not in fresh]
     unexpected = [k for k in state if k not in own]
     reshaped = [f"{k}: file {tuple(state[k].shape)} vs model {tuple(v.shape)}"
                 for k, v in own.items() if k in state and state[k].shape != v.shape]
-    problems = [f"{len(items)} {what} (e.g. {items[0]})" for items, what in
+    problems = [f"{len(items)} {kind} (e.g. {items[0]})" for items, kind in
                 ((missing, "missing"), (unexpected, "unexpected"), (reshaped, "of another shape")) if items]
     if problems:
-        raise ValueError(f"--init-from {name} does not fit this config's network: {'; '.join(problems)}; train "
-                         "from it with the config it was made with (its options are in its metadata)")
+        raise ValueError(f"{what} does not fit this network: {'; '.join(problems)}; {fix}")
 
 
 def check_options(name: str, meta: dict[str, Any], options: dict[str, Any] | None, same_recipe: bool = False) -> None:
@@ -121,7 +123,7 @@ def warm_start(trainer: Any, path: str | os.PathLike | None, options: dict[str, 
         raise ValueError("--init-from with parallel = 'fsdp' is not supported; start with DDP (the default)")
     state, meta = read_weights(path)
     check_options(path.name, meta, options, same_recipe=continue_steps)
-    check_fit(path.name, trainer.model, state)
+    check_fit(f"--init-from {path.name}", trainer.model, state)
     kept = provenance(path, meta)
     if continue_steps and not isinstance(kept["step"], int):
         raise ValueError(f"--init-from {path.name} records no training step to continue from; drop "

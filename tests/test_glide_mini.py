@@ -16,18 +16,6 @@ from glide_edu.respace import DiffusionConfig
 from glide_edu.train import TrainConfig
 from glide_edu.train_text import MINI_OPTIONS, MINI_TRAIN, TextTrainer, tokenizer_for, train_mini
 
-
-def _mini_shipped() -> bool:
-    from glide_edu.pretrained import shipped_checkpoint
-
-    try:
-        shipped_checkpoint("glide_mini_base")
-    except FileNotFoundError:
-        return False
-    return True
-
-
-MINI_SHIPPED = _mini_shipped()
 SMALL = {**MINI_OPTIONS, "num_channels": 32, "num_head_channels": 32, "num_res_blocks": 1, "xf_width": 32,
          "xf_layers": 1}
 
@@ -192,7 +180,6 @@ def test_cli_precision_spelling_and_exclusivity(small_file: Path, tmp_path: Path
     assert "not allowed with" in capsys.readouterr().err
 
 
-@pytest.mark.skipif(not MINI_SHIPPED, reason="the shipped miniature is absent")
 def test_bf16_sample_is_within_35_db_of_fp32_from_the_same_noise() -> None:
     """``--precision bf16`` (bfloat16 autocast) changes the picture only by rounding: PSNR ≥ 35 dB against
     float32 from the same seed, on the shipped miniature (the issue's bar for the full pipeline), at 50 steps for
@@ -253,7 +240,6 @@ def test_training_writes_the_data_mean_for_the_samplers_prior(small_file: Path, 
     assert load_glide_checkpoint(again)[1]["x0_prior_mean"] == expected
 
 
-@pytest.mark.skipif(not MINI_SHIPPED, reason="the shipped miniature is not in this checkout")
 def test_the_prior_keeps_the_shipped_miniatures_samples_near_the_data_mean() -> None:
     """Without the data-mean x̂₀ at the top, the miniature's samples average near 0 (colour fields); with it,
     near the mean of its white-background training pictures (glide_edu.prior)."""

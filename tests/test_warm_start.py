@@ -90,7 +90,7 @@ def test_a_file_of_another_network_is_refused_by_name_and_shape(tmp_path: Path, 
             "--out", str(tmp_path / "o.safetensors")]
     assert main(argv) == 1
     err = capsys.readouterr().err
-    assert "does not fit this config's network" in err and "of another shape" in err and "vs model (256, 64)" in err
+    assert "does not fit this network" in err and "of another shape" in err and "vs model (256, 64)" in err
 
 
 def test_a_started_run_without_checkpoint_asks_for_its_file_again(tmp_path: Path, trained: Path) -> None:
