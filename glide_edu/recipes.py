@@ -155,7 +155,7 @@ def init_from(model: UNetModel, path: Path) -> None:
     check_fit(Path(path).name, model, source, fresh=("label_emb.weight",),
               fix="initialise from the unconditional model with the same UNet config")
     model.load_state_dict(source, strict=False)
-    if "label_emb.weight" in model.state_dict():
+    if model.num_classes is not None:
         torch.nn.init.zeros_(model.label_emb.weight)
 
 

@@ -29,6 +29,7 @@ import torch
 from torch import Tensor, nn
 
 from glide_edu.fileio import atomic_write_text, sha256_file
+from glide_edu.hub.loading import fit_problems, read_state_dict
 
 RECORD = "init_from.json"
 # options read by the sampler, not the network (written into a file after training): warm starts ignore them
@@ -42,10 +43,7 @@ def read_weights(path: str | os.PathLike) -> tuple[dict[str, Tensor], dict[str, 
         raise FileNotFoundError(f"--init-from {path}: no such file; give a .safetensors written by glide-edu or "
                                 "an official .pt")
     if path.suffix == ".pt":
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
-            raise ValueError(f"--init-from {path.name}: not a state dict (name → tensor); save model.state_dict()")
-        return {k: v.float() for k, v in state.items()}, {}
+        return {k: v.float() for k, v in read_state_dict(path, f"--init-from {path.name}").items()}, {}
     if path.suffix != ".safetensors":
         raise ValueError(f"--init-from {path.name}: expected a .safetensors or .pt weights file")
     from safetensors import safe_open
@@ -61,13 +59,7 @@ def check_fit(what: str, model: nn.Module, state: dict[str, Tensor], fresh: Coll
               fix: str = "train from it with the config it was made with (its options are in its metadata)") -> None:
     """Refuse, in one line naming ``what`` and the ``fix``, a state dict whose names or shapes differ from
     ``model``'s; ``fresh`` names weights the model may have and the file lack (they keep their new values)."""
-    own = model.state_dict()
-    missing = [k for k in own if k not in state and k not in fresh]
-    unexpected = [k for k in state if k not in own]
-    reshaped = [f"{k}: file {tuple(state[k].shape)} vs model {tuple(v.shape)}"
-                for k, v in own.items() if k in state and state[k].shape != v.shape]
-    problems = [f"{len(items)} {kind} (e.g. {items[0]})" for items, kind in
-                ((missing, "missing"), (unexpected, "unexpected"), (reshaped, "of another shape")) if items]
+    problems = fit_problems(state, {k: v.shape for k, v in model.state_dict().items()}, fresh)
     if problems:
         raise ValueError(f"{what} does not fit this network: {'; '.join(problems)}; {fix}")
 

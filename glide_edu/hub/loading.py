@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import re
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
 
 import torch
@@ -122,20 +122,23 @@ def check_state_dict(state_dict: Mapping[str, Tensor], entry: Checkpoint, what: 
     _compare(state_dict, expected, entry, what)
 
 
-def _compare(state_dict: Mapping[str, Tensor], expected: Mapping[str, tuple], entry: Checkpoint, what: str) -> None:
-    missing = [k for k in expected if k not in state_dict]
+def fit_problems(state_dict: Mapping[str, Tensor], expected: Mapping[str, tuple], fresh: Collection[str] = ()
+                 ) -> list[str]:
+    """How ``state_dict`` fails to fit a model whose weights have the shapes ``expected`` (name → shape): counts of
+    missing, unexpected and reshaped weights, each with a first example; [] when it fits. ``fresh`` names weights
+    the model may have and the file lack."""
+    missing = [k for k in expected if k not in state_dict and k not in fresh]
     extra = [k for k in state_dict if k not in expected]
-    shapes = [k for k in expected if k in state_dict and tuple(state_dict[k].shape) != expected[k]]
-    if not (missing or extra or shapes):
+    shapes = [f"{k}: file {tuple(state_dict[k].shape)} vs model {tuple(expected[k])}"
+              for k in expected if k in state_dict and tuple(state_dict[k].shape) != tuple(expected[k])]
+    return [f"{len(items)} {kind} (e.g. {items[0]})" for items, kind in
+            ((missing, "missing"), (extra, "unexpected"), (shapes, "of another shape")) if items]
+
+
+def _compare(state_dict: Mapping[str, Tensor], expected: Mapping[str, tuple], entry: Checkpoint, what: str) -> None:
+    problems = fit_problems(state_dict, expected)
+    if not problems:
         return
-    problems = []
-    if missing:
-        problems.append(f"{len(missing)} missing (e.g. {missing[0]})")
-    if extra:
-        problems.append(f"{len(extra)} unexpected (e.g. {extra[0]})")
-    if shapes:
-        k = shapes[0]
-        problems.append(f"{len(shapes)} of other shape (e.g. {k}: {tuple(state_dict[k].shape)} vs {expected[k]})")
     raise WrongKindError(
         f"{what} is a {entry.kind} checkpoint but does not fit the {entry.name!r} preset ({'; '.join(problems)}); "
         "it was made with other options - pass registry={name: Checkpoint(..., options=<its options>)}"
